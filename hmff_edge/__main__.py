@@ -1,0 +1,3 @@
+from hmff_edge.cli import main
+
+main()

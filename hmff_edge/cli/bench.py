@@ -1,0 +1,1 @@
+"""`hmff-edge bench` (being written)."""

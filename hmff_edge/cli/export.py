@@ -1,0 +1,1 @@
+"""`hmff-edge export` (being written)."""

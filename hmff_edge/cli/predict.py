@@ -1,0 +1,1 @@
+"""`hmff-edge predict` (being written)."""

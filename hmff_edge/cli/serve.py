@@ -1,0 +1,1 @@
+"""`hmff-edge serve` (being written)."""

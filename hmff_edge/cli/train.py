@@ -1,0 +1,1 @@
+"""`hmff-edge train` (being written)."""
