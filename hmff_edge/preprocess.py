@@ -41,7 +41,9 @@ def load_rgb(
         with fh, Image.open(fh) as img:
             w, h = img.size
             if w * h > max_pixels:
-                raise DataError(f"image {label} has {w}x{h} pixels, more than the {max_pixels} allowed")
+                raise DataError(
+                    f"image {label} has {w}x{h} pixels, more than the {max_pixels} allowed"
+                )
             img = img.convert("RGB")
             if size is not None:
                 hh, ww = (size, size) if isinstance(size, int) else size

@@ -72,4 +72,6 @@ def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> 
 
 
 def _numeric(s: str) -> bool:
-    return s.replace(".", "", 1).replace("-", "", 1).replace("%", "").replace("+", "", 1).replace(",", "").isdigit()
+    for ch in ".-+%,x":
+        s = s.replace(ch, "")
+    return s.isdigit()
