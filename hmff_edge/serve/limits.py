@@ -1,0 +1,148 @@
+"""Input limits applied before any expensive work: body size (while streaming), content
+encoding, JSON nesting depth, tensor shapes with overflow-safe products.
+
+Every refusal raises :class:`HTTPError`; the app turns it into ``{"error": "..."}`` with the
+status code, and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+# No valid request nests deeper than ~8 (V2: object > inputs list > object > 4-D data);
+# anything deeper is refused before the JSON parser (which recurses) sees it.
+MAX_JSON_DEPTH = 20
+# Largest single dimension accepted; products are computed with Python ints (no overflow).
+MAX_DIM = 2**31 - 1
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+class HTTPError(Exception):
+    """A request refused with ``status`` and a message for ``{"error": ...}``.
+
+    ``close`` asks the server to close the connection after answering, used when the body
+    was not read (uvicorn would otherwise drain it to keep the connection alive).
+    """
+
+    def __init__(self, status: int, message: str, *, close: bool = False,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.close = close
+        self.headers = headers or {}
+
+
+async def read_body(request: Any, limit: int) -> bytes:
+    """Read the request body, refusing with 413 as soon as it exceeds ``limit`` bytes.
+
+    A declared ``Content-Length`` over the limit is refused before a byte is read; a chunked
+    (or lying) body is counted while it streams and refused the moment it crosses the limit,
+    so the server never holds more than ``limit`` bytes of one request.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            n = int(declared)
+        except ValueError:
+            raise HTTPError(400, f"invalid Content-Length {declared!r}", close=True) from None
+        if n < 0:
+            raise HTTPError(400, f"invalid Content-Length {declared!r}", close=True)
+        if n > limit:
+            raise HTTPError(413, f"request body of {n} bytes exceeds the limit of {limit} bytes",
+                            close=True)
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise HTTPError(413, f"request body exceeds the limit of {limit} bytes", close=True)
+        chunks.append(chunk)
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        body = decompress(body, encoding, limit)
+    return body
+
+
+def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """gzip / deflate request bodies (tritonclient can send them), bounded by ``limit`` so a
+    small compressed body cannot expand into gigabytes."""
+    if encoding == "gzip":
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif encoding == "deflate":
+        d = zlib.decompressobj(zlib.MAX_WBITS)
+    else:
+        raise HTTPError(415, f"unsupported Content-Encoding {encoding!r}; use gzip, deflate or none")
+    try:
+        out = d.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise HTTPError(400, f"cannot decompress {encoding} body: {exc}") from None
+    if len(out) > limit or d.unconsumed_tail:
+        raise HTTPError(413, f"decompressed body exceeds the limit of {limit} bytes")
+    return out
+
+
+def json_depth(data: bytes | memoryview) -> int:
+    """Maximum nesting depth of ``[``/``{`` in a JSON text, strings excluded (vectorized)."""
+    stripped = _STRING.sub(b'""', bytes(data))
+    a = np.frombuffer(stripped, np.uint8)
+    opens = (a == ord("[")) | (a == ord("{"))
+    closes = (a == ord("]")) | (a == ord("}"))
+    if not opens.any():
+        return 0
+    step = opens.astype(np.int32) - closes.astype(np.int32)
+    return int(np.cumsum(step).max())
+
+
+def parse_json(data: bytes | memoryview, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Parse a JSON request body, refusing malformed text and excessive nesting with 400."""
+    if not len(data):
+        raise HTTPError(400, "empty request body; expected a JSON object")
+    depth = json_depth(data)
+    if depth > max_depth:
+        raise HTTPError(400, f"JSON nested {depth} levels deep; at most {max_depth} allowed")
+    try:
+        return json.loads(bytes(data))
+    except (ValueError, RecursionError) as exc:
+        raise HTTPError(400, f"malformed JSON: {exc}") from None
+
+
+def check_shape(shape: Any, sample_shape: Sequence[int], *, what: str = "shape") -> tuple[int, ...]:
+    """Validate a client-declared ``[batch, *sample_shape]`` with overflow-safe arithmetic."""
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) for d in shape
+    ):
+        raise HTTPError(400, f"{what} must be a list of integers, got {_short(shape)}")
+    for d in shape:
+        if d <= 0:
+            raise HTTPError(400, f"{what} {_short(shape)} has a non-positive dimension {d}")
+        if d > MAX_DIM:
+            raise HTTPError(400, f"{what} {_short(shape)} has a dimension larger than {MAX_DIM}")
+    want = [-1, *sample_shape]
+    if len(shape) != len(want) or list(shape[1:]) != list(sample_shape):
+        raise HTTPError(
+            400, f"{what} {_short(shape)} does not match the model input [N, "
+            f"{', '.join(map(str, sample_shape))}]"
+        )
+    return tuple(shape)
+
+
+def num_elements(shape: Sequence[int]) -> int:
+    """Exact product (Python ints never overflow)."""
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
