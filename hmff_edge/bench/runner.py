@@ -1,0 +1,648 @@
+"""Self-contained benchmark runner: one trial per child process, and the batch sweep.
+
+This file is copied as-is to a device (``hmff-edge bench --device rpi --host ...``) and run
+there with ``python3 runner.py sweep ...``. It therefore imports nothing from ``hmff_edge``
+and needs only the standard library, numpy and the runtime being measured (ai-edge-litert,
+or tflite-runtime, or onnxruntime; TensorFlow only for ``--runtime tensorflow``).
+
+Why a child per trial: on CPU an out-of-memory is a SIGKILL from the kernel (or, under
+``RLIMIT_AS``, a failed allocation that may abort the process), not an exception. The
+parent starts ``runner.py trial`` for each batch size, reads its JSON result file, and turns
+a signal exit or an allocation failure into ``outcome = "out-of-memory"``; it never dies
+with the child. Peak memory is the child's peak RSS from ``wait4`` (valid even when it was
+killed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import resource
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+SCHEMA = "hmff-edge-bench/1"
+OK, OOM, ERROR = "ok", "out-of-memory", "error"
+RUNTIMES = ("litert", "onnxruntime", "tensorflow")
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
+          "gb": 10**9, "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30,
+          "tib": 2**40}
+# Messages of allocation failures from numpy, onnxruntime, LiteRT, TensorFlow and libc.
+_OOM_PATTERNS = re.compile(
+    r"MemoryError|bad_alloc|out of memory|Cannot allocate memory|Failed to allocate|"
+    r"ResourceExhausted|OOM when allocating|CUDA_ERROR_OUT_OF_MEMORY|cudaErrorMemoryAllocation|"
+    r"unable to allocate|std::length_error|mmap failed|Insufficient memory",
+    re.IGNORECASE)
+
+
+# --------------------------------------------------------------------------- sizes, stats
+def parse_size(text: str | int | None) -> int | None:
+    """``"512MiB"`` -> 536870912, ``"2GiB"``, ``"1.5G"``, ``"4096"`` (bytes). None/"" -> None."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
+    unit = m.group(2).lower() if m else None
+    if not m or unit not in _UNITS:
+        raise ValueError(f"cannot read size {text!r}: use a number with a unit such as "
+                         f"512MiB, 2GiB, 1.5GB or plain bytes")
+    value = int(float(m.group(1)) * _UNITS[unit])
+    if value <= 0:
+        raise ValueError(f"size must be positive, got {text!r}")
+    return value
+
+
+def format_size(n: float | None) -> str:
+    """Bytes as a short binary-unit string (``1.5 GiB``)."""
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Linear-interpolation percentile (numpy's default) of an already sorted list."""
+    if not sorted_values:
+        return float("nan")
+    pos = (len(sorted_values) - 1) * q / 100.0
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def latency_stats(seconds: list[float]) -> dict:
+    """Latency statistics in milliseconds under the names the JSON promises."""
+    ms = sorted(s * 1000.0 for s in seconds)
+    n = len(ms)
+    if not n:
+        return {"count": 0}
+    mean = sum(ms) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in ms) / (n - 1)) if n > 1 else 0.0
+    return {"count": n, "mean": mean, "std": std, "min": ms[0], "max": ms[-1],
+            "p50": percentile(ms, 50), "p90": percentile(ms, 90), "p95": percentile(ms, 95),
+            "p99": percentile(ms, 99)}
+
+
+# --------------------------------------------------------------------------- hardware
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def gpu_names() -> list[str]:
+    """Names of the NVIDIA GPUs ``nvidia-smi`` sees ([] without a driver or GPU)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [ln.strip() for ln in out.stdout.splitlines() if ln.strip()] if out.returncode == 0 else []
+
+
+def hardware_info() -> dict:
+    """CPU model, cores, memory, GPU names and OS of the machine this runs on."""
+    cpuinfo = _read("/proc/cpuinfo")
+    model = None
+    for key in ("model name", "Model", "Hardware", "Processor"):
+        m = re.search(rf"^{key}\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
+        if m:
+            model = m.group(1).strip()
+            break
+    board = _read("/proc/device-tree/model").strip("\x00\n ") or None
+    mem = re.search(r"^MemTotal:\s+(\d+) kB", _read("/proc/meminfo"), re.MULTILINE)
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        affinity = os.cpu_count()
+    return {"cpu_model": model or platform.processor() or platform.machine(),
+            "board": board, "machine": platform.machine(), "cores": os.cpu_count(),
+            "cores_usable": affinity,
+            "memory_bytes": int(mem.group(1)) * 1024 if mem else None,
+            "gpus": gpu_names(), "os": platform.platform(), "python": platform.python_version(),
+            "hostname": platform.node()}
+
+
+# --------------------------------------------------------------------------- backends
+def _make_input(dtype, shape, seed=0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, int(info.max) + 1, size=shape, dtype=dtype)
+    return rng.standard_normal(shape).astype(dtype)
+
+
+class LiteRTBackend:
+    """ai-edge-litert (or the older tflite-runtime) Interpreter, XNNPACK on by default."""
+
+    name = "litert"
+
+    def __init__(self, path: str, threads: int, device: str = "cpu"):
+        if device == "gpu":
+            raise RuntimeError("the litert runtime has no GPU path in this tool; use "
+                               "--runtime onnxruntime or --runtime tensorflow with --device gpu")
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+            self.version = _version("ai_edge_litert", "ai-edge-litert")
+        except ImportError:
+            from tflite_runtime.interpreter import Interpreter
+            self.version = _version("tflite_runtime", "tflite-runtime")
+        self.interp = Interpreter(model_path=path, num_threads=threads)
+        self.interp.allocate_tensors()
+        self._in = self.interp.get_input_details()[0]
+        self._out = self.interp.get_output_details()[0]
+        self.input_dtype = self._in["dtype"]
+        self.input_shape = [int(d) for d in self._in["shape"]]
+
+    def resize(self, batch: int) -> None:
+        if self.input_shape[0] == batch:
+            return
+        shape = [batch] + self.input_shape[1:]
+        self.interp.resize_tensor_input(self._in["index"], shape, strict=False)
+        self.interp.allocate_tensors()
+        self.input_shape = shape
+
+    def run(self, x):
+        self.interp.set_tensor(self._in["index"], x)
+        self.interp.invoke()
+        return self.interp.get_tensor(self._out["index"])
+
+
+class OrtBackend:
+    """onnxruntime InferenceSession: CPU provider with explicit threads, or CUDA on ``gpu``."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str, threads: int, device: str = "cpu"):
+        import onnxruntime as ort
+
+        self.version = ort.__version__
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = ort_providers(device, ort.get_available_providers())
+        self.sess = ort.InferenceSession(path, sess_options=opts, providers=providers)
+        if device == "gpu" and self.sess.get_providers()[0] != "CUDAExecutionProvider":
+            raise RuntimeError(f"onnxruntime did not enable CUDA (active providers: "
+                               f"{self.sess.get_providers()})")
+        inp = self.sess.get_inputs()[0]
+        self._in_name = inp.name
+        self.input_dtype = _ORT_TYPES.get(inp.type, "float32")
+        self.input_shape = [d if isinstance(d, int) else 1 for d in inp.shape]
+
+    def resize(self, batch: int) -> None:
+        self.input_shape = [batch] + self.input_shape[1:]
+
+    def run(self, x):
+        return self.sess.run(None, {self._in_name: x})[0]
+
+
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16",
+              "tensor(int8)": "int8", "tensor(uint8)": "uint8"}
+
+
+def ort_providers(device: str, available: list[str]) -> list[str]:
+    """Providers for a session: CPU only, or CUDA first on ``gpu`` (error when absent)."""
+    if device != "gpu":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in available:
+        raise RuntimeError(f"--device gpu: onnxruntime has no CUDAExecutionProvider here "
+                           f"(available: {available}); install onnxruntime-gpu with a "
+                           f"matching CUDA, or use --device cpu")
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+class TFBackend:
+    """TensorFlow SavedModel (serving signature) or ``.keras`` file; GPU memory growth on."""
+
+    name = "tensorflow"
+
+    def __init__(self, path: str, threads: int, device: str = "cpu"):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        if device != "gpu":
+            os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
+        import tensorflow as tf
+
+        self.tf = tf
+        self.version = tf.__version__
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        gpus = tf.config.list_physical_devices("GPU")
+        if device == "gpu":
+            if not gpus:
+                raise RuntimeError("--device gpu: TensorFlow sees no GPU")
+            for g in gpus:  # allocate as needed, so a too-large batch fails alone
+                tf.config.experimental.set_memory_growth(g, True)
+        self.device = device
+        if path.endswith(".keras"):
+            import contextlib
+
+            # custom layers register themselves; optional off the training machine
+            with contextlib.suppress(ImportError):
+                import hmff_edge.models  # noqa: F401
+            import keras
+
+            model = keras.models.load_model(path, compile=False)
+            self.fn = tf.function(lambda x: model(x, training=False))
+            shape = list(model.inputs[0].shape)
+        else:
+            loaded = tf.saved_model.load(path)
+            self._keep = loaded
+            sig = loaded.signatures["serving_default"]
+            spec = list(sig.structured_input_signature[1].values())[0]
+            name = list(sig.structured_input_signature[1])[0]
+            self.fn = lambda x: list(sig(**{name: x}).values())[0]
+            shape = list(spec.shape)
+        self.input_dtype = "float32"
+        self.input_shape = [int(d) if d is not None else 1 for d in shape]
+
+    def resize(self, batch: int) -> None:
+        self.input_shape = [batch] + self.input_shape[1:]
+
+    def run(self, x):
+        return self.fn(self.tf.constant(x)).numpy()
+
+    def peak_device_memory(self):
+        if self.device != "gpu":
+            return None
+        return int(self.tf.config.experimental.get_memory_info("GPU:0")["peak"])
+
+
+def _version(module: str, dist: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(dist)
+    except Exception:  # noqa: BLE001 - a version string is informative only
+        return getattr(sys.modules.get(module), "__version__", "unknown")
+
+
+def default_runtime(path: str) -> str:
+    """The runtime a file format implies: .tflite -> litert, .onnx -> onnxruntime, else TF."""
+    if path.endswith(".tflite"):
+        return "litert"
+    if path.endswith(".onnx"):
+        return "onnxruntime"
+    return "tensorflow"
+
+
+def open_backend(path: str, runtime: str, threads: int, device: str = "cpu"):
+    cls = {"litert": LiteRTBackend, "onnxruntime": OrtBackend, "tensorflow": TFBackend}[runtime]
+    return cls(path, threads, device)
+
+
+def gpu_process_memory(pid: int, smi_output: str | None = None) -> int | None:
+    """Device memory a process holds, from ``nvidia-smi --query-compute-apps`` (bytes)."""
+    if smi_output is None:
+        try:
+            smi_output = subprocess.run(
+                ["nvidia-smi", "--query-compute-apps=pid,used_memory",
+                 "--format=csv,noheader,nounits"], capture_output=True, text=True,
+                timeout=20).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+    total = None
+    for line in smi_output.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 2 and parts[0] == str(pid) and parts[1].isdigit():
+            total = (total or 0) + int(parts[1]) * 2**20  # MiB
+    return total
+
+
+# --------------------------------------------------------------------------- one trial (child)
+def run_trial(model: str, runtime: str, threads: int, batch: int, runs: int, seconds: float,
+              warmup: int, device: str = "cpu", keep_samples: bool = False) -> dict:
+    """Load, first inference, warm-up and timed runs at one batch size, in this process."""
+    t0 = time.perf_counter()
+    backend = open_backend(model, runtime, threads, device)
+    backend.resize(batch)
+    load_s = time.perf_counter() - t0
+    x = _make_input(backend.input_dtype, backend.input_shape)
+    t0 = time.perf_counter()
+    backend.run(x)
+    first_s = time.perf_counter() - t0
+    warm = []
+    for _ in range(warmup):
+        t0 = time.perf_counter()
+        backend.run(x)
+        warm.append(time.perf_counter() - t0)
+    samples: list[float] = []
+    start = time.perf_counter()
+    while len(samples) < runs or time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        backend.run(x)
+        samples.append(time.perf_counter() - t0)
+    total = time.perf_counter() - start
+    out = {"batch_size": batch, "outcome": OK, "error": None, "runs": len(samples),
+           "load_s": load_s, "first_inference_s": first_s, "warmup_runs": warmup,
+           "warmup_ms": (sum(warm) / len(warm) * 1000) if warm else None,
+           "latency_ms": latency_stats(samples),
+           "images_per_s": batch * len(samples) / total if total > 0 else None,
+           "input": {"dtype": str(_np_dtype_name(backend.input_dtype)),
+                     "shape": backend.input_shape},
+           "versions": {runtime: backend.version, "numpy": _np_version()},
+           "peak_device_memory_bytes": None}
+    if device == "gpu":
+        peak = backend.peak_device_memory() if hasattr(backend, "peak_device_memory") else None
+        out["peak_device_memory_bytes"] = peak if peak is not None else gpu_process_memory(
+            os.getpid())
+    if keep_samples:
+        out["samples_ms"] = [s * 1000.0 for s in samples]
+    return out
+
+
+def _np_dtype_name(d) -> str:
+    import numpy as np
+
+    return np.dtype(d).name
+
+
+def _np_version() -> str:
+    import numpy as np
+
+    return np.__version__
+
+
+def apply_memory_limit(limit: int | None) -> None:
+    """Cap this process's address space (``RLIMIT_AS``); allocations past it fail."""
+    if limit:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def trial_main(args: argparse.Namespace) -> int:
+    """Entry of the child: run one trial and write its JSON to ``args.result``."""
+    try:
+        apply_memory_limit(args.memory_limit)
+        res = run_trial(args.model, args.runtime, args.threads, args.batch, args.runs,
+                        args.seconds, args.warmup, args.device, args.keep_samples)
+    except MemoryError as exc:
+        res = {"batch_size": args.batch, "outcome": OOM, "error": f"MemoryError: {exc}"}
+    except Exception as exc:  # noqa: BLE001 - everything is reported to the parent
+        msg = f"{type(exc).__name__}: {exc}"
+        outcome = OOM if _OOM_PATTERNS.search(msg) else ERROR
+        res = {"batch_size": args.batch, "outcome": outcome, "error": msg[:2000]}
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    res["peak_rss_bytes"] = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    with open(args.result + ".tmp", "w") as f:
+        json.dump(res, f)
+    os.replace(args.result + ".tmp", args.result)
+    return 0
+
+
+# --------------------------------------------------------------------------- child control
+def classify_exit(returncode: int, stderr: str, memory_limit: int | None) -> tuple[str, str]:
+    """(outcome, reason) for a child that left no result file."""
+    tail = stderr.strip().splitlines()[-3:]
+    detail = (": " + " | ".join(tail)) if tail else ""
+    if returncode < 0:
+        sig = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else str(
+            -returncode)
+        if -returncode == signal.SIGKILL:
+            return OOM, f"killed by {sig} (the kernel's out-of-memory killer or a memory cap)"
+        if memory_limit or _OOM_PATTERNS.search(stderr):
+            return OOM, f"killed by {sig} after an allocation failure{detail}"
+        return ERROR, f"killed by {sig}{detail}"
+    if _OOM_PATTERNS.search(stderr):
+        return OOM, f"exit status {returncode} after an allocation failure{detail}"
+    return ERROR, f"exit status {returncode}{detail}"
+
+
+def run_child(cmd: list[str], result_path: str, timeout: float,
+              memory_limit: int | None = None) -> dict:
+    """Run a trial command, wait with ``wait4`` for its peak RSS, never raise on its failure."""
+    with tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err,
+                                    start_new_session=True)
+        except OSError as exc:
+            return {"outcome": ERROR, "error": f"cannot start {cmd[0]!r}: {exc}"}
+        status = rusage = None
+        deadline = t0 + timeout
+        while True:
+            pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                os.killpg(proc.pid, signal.SIGKILL)
+                _, status, rusage = os.wait4(proc.pid, 0)
+                proc.returncode = -9
+                err.seek(0)
+                return {"outcome": ERROR, "error": f"timed out after {timeout:.0f} s",
+                        "peak_rss_bytes": rusage.ru_maxrss * 1024,
+                        "wall_s": time.perf_counter() - t0}
+            time.sleep(0.02)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t0
+        err.seek(0)
+        stderr = err.read()[-20000:]
+    peak = rusage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    res = None
+    if proc.returncode == 0 and os.path.exists(result_path):
+        with open(result_path) as f:
+            res = json.load(f)
+        os.unlink(result_path)
+    if res is None:
+        outcome, reason = classify_exit(proc.returncode, stderr, memory_limit)
+        res = {"outcome": outcome, "error": reason}
+    res["exit"] = {"returncode": proc.returncode}
+    res["peak_rss_bytes"] = max(peak, res.get("peak_rss_bytes") or 0)
+    res["wall_s"] = wall
+    if res["outcome"] != OK and stderr.strip():
+        res["stderr_tail"] = stderr.strip()[-1000:]
+    return res
+
+
+def trial_command(model: str, runtime: str, threads: int, batch: int, runs: int,
+                  seconds: float, warmup: int, device: str, memory_limit: int | None,
+                  result: str, keep_samples: bool, python: str | None = None) -> list[str]:
+    cmd = [python or sys.executable, os.path.abspath(__file__), "trial", "--model", model,
+           "--runtime", runtime, "--threads", str(threads), "--batch", str(batch),
+           "--runs", str(runs), "--seconds", str(seconds), "--warmup", str(warmup),
+           "--device", device, "--result", result]
+    if memory_limit:
+        cmd += ["--memory-limit", str(memory_limit)]
+    if keep_samples:
+        cmd.append("--keep-samples")
+    return cmd
+
+
+# --------------------------------------------------------------------------- sweep
+def batch_plan(spec: str | list[int] | None, max_batch: int) -> list[int]:
+    """``auto`` -> 1, 2, 4, ... up to ``max_batch``; ``"1,3,8"`` -> [1, 3, 8] (capped too)."""
+    if max_batch < 1:
+        raise ValueError(f"max batch must be >= 1, got {max_batch}")
+    if spec in (None, "", "auto"):
+        out, b = [], 1
+        while b <= max_batch:
+            out.append(b)
+            b *= 2
+        return out
+    if isinstance(spec, str):
+        try:
+            sizes = [int(s) for s in spec.split(",") if s.strip()]
+        except ValueError:
+            raise ValueError(
+                f"batch sizes must be 'auto' or integers like 1,2,4; got {spec!r}") from None
+    else:
+        sizes = list(spec)
+    if not sizes or any(s < 1 for s in sizes):
+        raise ValueError(f"batch sizes must be positive integers, got {spec!r}")
+    sizes = sorted(set(s for s in sizes if s <= max_batch))
+    if not sizes:
+        raise ValueError(f"no batch size in {spec!r} is within --max-batch {max_batch}")
+    return sizes
+
+
+def runs_for_batch(batch: int, runs: int, min_runs: int = 3) -> int:
+    """Timed runs at a batch size: ``runs`` at batch 1, about the same images beyond."""
+    return runs if batch == 1 else max(min_runs, math.ceil(runs / batch))
+
+
+def sweep(trial_fn, batch_sizes: list[int], on_trial=None) -> dict:
+    """Run ``trial_fn(batch) -> dict`` for each size until one does not come back ``ok``."""
+    trials, stopped = [], None
+    for b in batch_sizes:
+        t = dict(trial_fn(b))
+        t["batch_size"] = b
+        t.setdefault("outcome", ERROR)
+        trials.append(t)
+        if on_trial:
+            on_trial(t)
+        if t["outcome"] != OK:
+            stopped = {"batch_size": b, "outcome": t["outcome"],
+                       "reason": f"{t['outcome']} at batch {b}: {t.get('error') or '?'}"}
+            break
+    if stopped is None:
+        stopped = {"batch_size": None, "outcome": OK,
+                   "reason": f"all batch sizes ran (largest {batch_sizes[-1]})"}
+    ok = [t for t in trials if t["outcome"] == OK and t.get("images_per_s")]
+    best = max(ok, key=lambda t: t["images_per_s"]) if ok else None
+    return {"trials": trials, "stopped": stopped,
+            "best_batch": best["batch_size"] if best else None,
+            "best_images_per_s": best["images_per_s"] if best else None,
+            "largest_fit": max((t["batch_size"] for t in ok), default=None)}
+
+
+def sweep_model(model: str, runtime: str | None = None, threads: int = 1,
+                batch_sizes: str | list[int] | None = "auto", max_batch: int = 64,
+                runs: int = 50, seconds: float = 0.0, warmup: int = 5, device: str = "cpu",
+                memory_limit: int | None = None, trial_timeout: float = 900.0,
+                on_trial=None, python: str | None = None) -> dict:
+    """The full measurement of one model file: a child per batch size, then the summary."""
+    runtime = runtime or default_runtime(model)
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of {RUNTIMES}")
+    sizes = batch_plan(batch_sizes, max_batch)
+    tmp = tempfile.mkdtemp(prefix="hmff-bench-")
+
+    def one(b: int) -> dict:
+        path = os.path.join(tmp, f"trial_{b}.json")
+        cmd = trial_command(model, runtime, threads, b, runs_for_batch(b, runs), seconds,
+                            warmup if b == 1 else min(warmup, 2), device, memory_limit, path,
+                            keep_samples=(b == 1), python=python)
+        return run_child(cmd, path, trial_timeout, memory_limit)
+
+    try:
+        result = sweep(one, sizes, on_trial)
+    finally:
+        for name in os.listdir(tmp):
+            os.unlink(os.path.join(tmp, name))
+        os.rmdir(tmp)
+    first = result["trials"][0]
+    ok1 = first["outcome"] == OK and first["batch_size"] == 1
+    return {
+        "schema": SCHEMA, "runtime": runtime, "threads": threads, "device": device,
+        "memory_limit_bytes": memory_limit,
+        "model_file": {"path": model, "name": os.path.basename(model),
+                       "size_bytes": _file_size(model)},
+        "settings": {"runs": runs, "seconds": seconds, "warmup": warmup,
+                     "batch_sizes": sizes, "max_batch": max_batch},
+        "hardware": hardware_info(), "versions": dict(first.get("versions") or {},
+                                                      python=platform.python_version()),
+        "load_s": first.get("load_s") if ok1 else None,
+        "first_inference_s": first.get("first_inference_s") if ok1 else None,
+        "warmup_ms": first.get("warmup_ms") if ok1 else None,
+        "latency": first.get("latency_ms") if ok1 else None,
+        "samples_ms": first.pop("samples_ms", None),
+        "throughput": {"batch1_images_per_s": first.get("images_per_s") if ok1 else None,
+                       "best_batch": result["best_batch"],
+                       "best_images_per_s": result["best_images_per_s"],
+                       "largest_fit": result["largest_fit"]},
+        "sweep": {"trials": result["trials"], "stopped": result["stopped"]},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _file_size(path: str) -> int | None:
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+    return None
+
+
+# --------------------------------------------------------------------------- command line
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="runner.py", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--model", required=True)
+    common.add_argument("--runtime", choices=RUNTIMES)
+    common.add_argument("--threads", type=int, default=1)
+    common.add_argument("--runs", type=int, default=50)
+    common.add_argument("--seconds", type=float, default=0.0)
+    common.add_argument("--warmup", type=int, default=5)
+    common.add_argument("--device", default="cpu", choices=("cpu", "gpu", "rpi"))
+    common.add_argument("--memory-limit", type=parse_size, default=None)
+    t = sub.add_parser("trial", parents=[common], help="one trial in this process")
+    t.add_argument("--batch", type=int, default=1)
+    t.add_argument("--result", required=True)
+    t.add_argument("--keep-samples", action="store_true")
+    s = sub.add_parser("sweep", parents=[common], help="a child per batch size; JSON to stdout")
+    s.add_argument("--batch-sizes", default="auto")
+    s.add_argument("--max-batch", type=int, default=64)
+    s.add_argument("--trial-timeout", type=float, default=900.0)
+    sub.add_parser("info", help="hardware JSON")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.cmd == "info":
+        print(json.dumps(hardware_info(), indent=2))
+        return 0
+    if args.cmd == "trial":
+        args.runtime = args.runtime or default_runtime(args.model)
+        return trial_main(args)
+    res = sweep_model(args.model, args.runtime, args.threads, args.batch_sizes, args.max_batch,
+                      args.runs, args.seconds, args.warmup,
+                      "cpu" if args.device == "rpi" else args.device, args.memory_limit,
+                      args.trial_timeout,
+                      on_trial=lambda t: print(f"batch {t['batch_size']}: {t['outcome']}",
+                                               file=sys.stderr, flush=True))
+    res["command"] = shlex.join([os.path.basename(sys.executable)] + sys.argv)
+    print(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
