@@ -1,0 +1,95 @@
+"""Real child processes: a trial that allocates past ``--memory-limit`` is reported as
+out-of-memory while the parent carries on; signal exits and timeouts are classified."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from _bench_models import tile_model, tiny_classifier
+
+from hmff_edge.bench import runner
+from hmff_edge.bench.runner import OK, OOM
+
+
+def test_child_killed_by_signal_is_oom(tmp_path):
+    res = runner.run_child(
+        [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
+        str(tmp_path / "r.json"), timeout=60)
+    assert res["outcome"] == OOM and "SIGKILL" in res["error"]
+    assert res["exit"]["returncode"] == -9
+
+
+def test_child_memoryerror_under_cap_is_oom(tmp_path):
+    code = "b = bytearray(512 * 2**20)"
+    res = runner.run_child([sys.executable, "-c",
+                            "import resource; resource.setrlimit(resource.RLIMIT_AS, "
+                            f"({256 * 2**20}, {256 * 2**20})); {code}"],
+                           str(tmp_path / "r.json"), timeout=60, memory_limit=256 * 2**20)
+    assert res["outcome"] == OOM
+    assert "MemoryError" in res.get("stderr_tail", "")
+
+
+def test_child_timeout_is_an_error(tmp_path):
+    res = runner.run_child([sys.executable, "-c", "import time; time.sleep(30)"],
+                           str(tmp_path / "r.json"), timeout=1)
+    assert res["outcome"] == "error" and "timed out" in res["error"]
+
+
+def test_sweep_real_model_oom_under_memory_limit(tmp_path):
+    """64 MiB per image under a 600 MiB cap: batch 1 and 2 fit, 16 cannot."""
+    model = tile_model(tmp_path / "tile.onnx", mib_per_sample=64)
+    res = runner.sweep_model(str(model), "onnxruntime", threads=1, batch_sizes="auto",
+                             max_batch=64, runs=2, warmup=1, memory_limit=600 * 2**20)
+    trials = res["sweep"]["trials"]
+    outcomes = {t["batch_size"]: t["outcome"] for t in trials}
+    assert outcomes[1] == OK and outcomes[2] == OK
+    assert trials[-1]["outcome"] == OOM and trials[-1]["batch_size"] <= 16
+    assert all(t["outcome"] == OK for t in trials[:-1])
+    assert res["sweep"]["stopped"]["outcome"] == OOM
+    assert res["throughput"]["largest_fit"] == trials[-2]["batch_size"]
+    assert 64 not in outcomes  # the sweep stopped, the parent (this test) is alive
+    # Peak RSS grows with the batch that fitted.
+    assert trials[1]["peak_rss_bytes"] > trials[0]["peak_rss_bytes"] > 0
+
+
+def test_trial_json_and_samples(tmp_path):
+    model = tiny_classifier(tmp_path / "tiny.onnx")
+    res = runner.sweep_model(str(model), None, threads=1, batch_sizes="1,4", max_batch=8,
+                             runs=7, warmup=2)
+    assert res["runtime"] == "onnxruntime"
+    assert res["latency"]["count"] == 7 and len(res["samples_ms"]) == 7
+    assert [t["batch_size"] for t in res["sweep"]["trials"]] == [1, 4]
+    assert res["sweep"]["trials"][1]["input"]["shape"] == [4, 8, 8, 3]
+    assert "onnxruntime" in res["versions"]
+    json.dumps(res)  # JSON-ready
+
+
+def test_runner_script_runs_standalone(tmp_path):
+    """``python runner.py sweep`` from a copy outside the package, as on a device."""
+    import shutil
+    import subprocess
+
+    copy = tmp_path / "runner.py"
+    shutil.copy(runner.__file__, copy)
+    model = tiny_classifier(tmp_path / "tiny.onnx")
+    proc = subprocess.run([sys.executable, "-I", str(copy), "sweep", "--model", str(model),
+                           "--batch-sizes", "1,2", "--runs", "3"], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    assert res["schema"] == runner.SCHEMA and res["throughput"]["largest_fit"] == 2
+
+
+@pytest.mark.parametrize("limit", ["600MiB"])
+def test_cli_reports_oom_and_exits_zero(tmp_path, limit):
+    from typer.testing import CliRunner
+
+    from hmff_edge.cli import app
+
+    model = tile_model(tmp_path / "tile.onnx", mib_per_sample=64)
+    r = CliRunner().invoke(app, ["bench", str(model), "--memory-limit", limit, "--runs", "2",
+                                 "--warmup", "0", "--max-batch", "32", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "out-of-memory" in r.output and "sweep stopped" in r.output

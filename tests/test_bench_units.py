@@ -1,0 +1,141 @@
+"""Pure logic of the bench: sizes, statistics, batch plans, the sweep against a fake runner,
+exit classification. No model runtime, no TensorFlow."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from hmff_edge.bench import runner
+from hmff_edge.bench.runner import OK, OOM, batch_plan, latency_stats, parse_size, sweep
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("512MiB", 512 * 2**20), ("2GiB", 2 * 2**30), ("1.5GB", 1_500_000_000),
+    ("4096", 4096), ("64 kib", 65536), ("3G", 3 * 10**9), (None, None), ("", None),
+])
+def test_parse_size_units(text, expected):
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["lots", "12 parsecs", "-1MiB", "0", "MiB"])
+def test_parse_size_rejects_and_quotes(bad):
+    with pytest.raises(ValueError, match="cannot read size|positive"):
+        parse_size(bad)
+
+
+def test_latency_stats_names_and_values():
+    s = latency_stats([i / 1000 for i in range(1, 101)])  # 1..100 ms
+    assert s["count"] == 100
+    assert s["min"] == pytest.approx(1.0) and s["max"] == pytest.approx(100.0)
+    assert s["mean"] == pytest.approx(50.5)
+    assert s["p50"] == pytest.approx(50.5)
+    assert s["p90"] == pytest.approx(90.1)
+    assert s["p99"] == pytest.approx(99.01)
+    assert s["std"] == pytest.approx(29.011, abs=1e-3)  # sample std of 1..100
+    assert latency_stats([]) == {"count": 0}
+
+
+def test_batch_plan():
+    assert batch_plan("auto", 64) == [1, 2, 4, 8, 16, 32, 64]
+    assert batch_plan("auto", 50) == [1, 2, 4, 8, 16, 32]
+    assert batch_plan("8,1,3,3", 64) == [1, 3, 8]
+    assert batch_plan("1,2,128", 64) == [1, 2]
+    with pytest.raises(ValueError, match="'x,2'"):
+        batch_plan("x,2", 8)
+    with pytest.raises(ValueError):
+        batch_plan("0,2", 8)
+    with pytest.raises(ValueError, match="within --max-batch"):
+        batch_plan("128", 64)
+
+
+def test_runs_scale_with_batch():
+    assert runner.runs_for_batch(1, 50) == 50
+    assert runner.runs_for_batch(4, 50) == 13
+    assert runner.runs_for_batch(64, 50) == 3
+
+
+class FakeRunner:
+    """Throughput rises to batch 8 then falls; allocating batch >= ``oom_at`` fails."""
+
+    def __init__(self, oom_at: int | None = 32, error_at: int | None = None):
+        self.oom_at, self.error_at, self.calls = oom_at, error_at, []
+
+    def __call__(self, batch: int) -> dict:
+        self.calls.append(batch)
+        if self.oom_at is not None and batch >= self.oom_at:
+            return {"outcome": OOM, "error": "killed by SIGKILL"}
+        if self.error_at is not None and batch >= self.error_at:
+            return {"outcome": "error", "error": "boom"}
+        ips = 100 * batch if batch <= 8 else 800 - 10 * batch
+        return {"outcome": OK, "images_per_s": ips, "peak_rss_bytes": batch * 2**20}
+
+
+def test_sweep_stops_at_first_oom_and_reports_it():
+    fake = FakeRunner(oom_at=32)
+    res = sweep(fake, batch_plan("auto", 256))
+    assert fake.calls == [1, 2, 4, 8, 16, 32]  # nothing after the out-of-memory
+    assert [t["outcome"] for t in res["trials"]] == [OK] * 5 + [OOM]
+    assert res["largest_fit"] == 16
+    assert res["best_batch"] == 8 and res["best_images_per_s"] == 800
+    assert res["stopped"]["batch_size"] == 32 and res["stopped"]["outcome"] == OOM
+    assert "out-of-memory at batch 32" in res["stopped"]["reason"]
+
+
+def test_sweep_error_and_max_batch_and_oom_at_one():
+    res = sweep(FakeRunner(oom_at=None, error_at=4), [1, 2, 4, 8])
+    assert res["stopped"]["outcome"] == "error" and res["largest_fit"] == 2
+    res = sweep(FakeRunner(oom_at=None), [1, 2, 4])
+    assert res["stopped"]["outcome"] == OK and "all batch sizes ran" in res["stopped"]["reason"]
+    assert res["largest_fit"] == 4
+    res = sweep(FakeRunner(oom_at=1), [1, 2])
+    assert res["best_batch"] is None and res["largest_fit"] is None
+    assert len(res["trials"]) == 1
+
+
+def test_sweep_calls_progress_callback():
+    seen = []
+    sweep(FakeRunner(oom_at=4), [1, 2, 4, 8], on_trial=lambda t: seen.append(t["batch_size"]))
+    assert seen == [1, 2, 4]
+
+
+def test_classify_exit():
+    assert runner.classify_exit(-signal.SIGKILL, "", None)[0] == OOM
+    assert runner.classify_exit(-signal.SIGABRT, "std::bad_alloc", None)[0] == OOM
+    assert runner.classify_exit(-signal.SIGABRT, "", 2**30)[0] == OOM
+    assert runner.classify_exit(-signal.SIGSEGV, "", None)[0] == "error"
+    assert runner.classify_exit(1, "MemoryError: Unable to allocate", None)[0] == OOM
+    outcome, reason = runner.classify_exit(1, "ValueError: bad model", None)
+    assert outcome == "error" and "bad model" in reason
+
+
+def test_gpu_process_memory_parsing():
+    smi = "1234, 500\n999, 10\n1234, 12\n"
+    assert runner.gpu_process_memory(1234, smi) == 512 * 2**20
+    assert runner.gpu_process_memory(42, smi) is None
+
+
+def test_ort_providers_for_gpu():
+    assert runner.ort_providers("cpu", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert runner.ort_providers("gpu", ["CUDAExecutionProvider", "CPUExecutionProvider"])[0] \
+        == "CUDAExecutionProvider"
+    with pytest.raises(RuntimeError, match="no CUDAExecutionProvider"):
+        runner.ort_providers("gpu", ["CPUExecutionProvider"])
+
+
+def test_runner_imports_nothing_from_hmff_edge():
+    """The runner is scp'd alone to devices: it must stand on the standard library + numpy."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(runner.__file__).read_text())
+    top = set()
+    for node in tree.body:  # module-level imports only; runtimes are imported lazily
+        if isinstance(node, ast.Import):
+            top |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            top.add((node.module or "").split(".")[0])
+    assert "hmff_edge" not in top and "numpy" not in top
+    assert top <= {"__future__", "argparse", "json", "math", "os", "platform", "re",
+                   "resource", "shlex", "signal", "subprocess", "sys", "tempfile", "time"}
