@@ -1,0 +1,167 @@
+"""Export options and the plan of (format, quantization) targets they ask for.
+
+TF-free: the CLI validates a command line (unknown formats, impossible combinations,
+missing calibration folders) before anything heavy is imported.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hmff_edge.errors import ConfigError
+
+FORMATS = ("savedmodel", "tflite", "onnx")
+QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
+IO_DTYPES = ("float32", "int8", "uint8")
+
+# Which quantizations each format supports, in the order they are exported.
+SUPPORTED: dict[str, tuple[str, ...]] = {
+    "savedmodel": ("none",),
+    "tflite": ("none", "fp16", "dynamic", "int8"),
+    "onnx": ("none", "int8"),
+}
+
+# File stems: tflite_fp32.tflite, onnx_int8.onnx, savedmodel/ ...
+_TAG = {"none": "fp32", "fp16": "fp16", "dynamic": "dynamic", "int8": "int8"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One artifact to produce."""
+
+    format: str
+    quantization: str
+
+    @property
+    def stem(self) -> str:
+        """``tflite_int8``, ``onnx_fp32``, ``savedmodel``: unique per artifact, so that each
+        sidecar ``<stem>.json`` belongs to exactly one file."""
+        if self.format == "savedmodel":
+            return "savedmodel"
+        return f"{self.format}_{_TAG[self.quantization]}"
+
+    @property
+    def filename(self) -> str:
+        return {"savedmodel": self.stem, "tflite": f"{self.stem}.tflite",
+                "onnx": f"{self.stem}.onnx"}[self.format]
+
+    @property
+    def label(self) -> str:
+        """Short name for tables: ``tflite-int8``, ``onnx-fp32``, ``savedmodel``."""
+        if self.format == "savedmodel":
+            return "savedmodel"
+        return f"{self.format}-{_TAG[self.quantization]}"
+
+
+@dataclass
+class ExportOptions:
+    """What to export and how. Every field has a CLI flag of the same name.
+
+    ``formats``/``quantizations`` take names from :data:`FORMATS`/:data:`QUANTIZATIONS` or
+    ``"all"``. With ``all`` on either side, combinations that do not exist are skipped;
+    asking for one explicitly (``savedmodel`` + ``int8``) is a :class:`ConfigError`.
+    ``quantizations=None`` means ``none`` for one format and ``all`` for ``formats="all"``.
+    """
+
+    formats: list[str] | str = "all"
+    quantizations: list[str] | str | None = None
+    out: str | os.PathLike | None = None
+    calib_data: str | os.PathLike | None = None
+    calib_samples: int = 300
+    io_dtype: str = "int8"  # input/output of full-integer TFLite
+    eval_data: str | os.PathLike | None = None
+    eval_samples: int = 0  # 0 = every image under eval_data
+    verify: bool = True
+    verify_samples: int = 200  # images used for verification when there is no eval_data
+    img_size: int | None = None  # variant-name sources (and overrides nothing else)
+    classes: int | None = None
+    opset: int = 17
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def targets(self) -> list[Target]:
+        """The artifacts these options ask for, validated."""
+        fmts = _names(self.formats, FORMATS, "format")
+        quants_given = self.quantizations
+        if quants_given is None:
+            quants_given = "all" if fmts == list(FORMATS) and _is_all(self.formats) else "none"
+        quants = _names(quants_given, QUANTIZATIONS, "quantization")
+        lenient = _is_all(self.formats) or _is_all(quants_given)
+        out: list[Target] = []
+        for f in fmts:
+            for q in quants:
+                if q in SUPPORTED[f]:
+                    out.append(Target(f, q))
+                elif not lenient:
+                    raise ConfigError(
+                        f"format {f!r} has no {q!r} quantization; {f} supports "
+                        f"{', '.join(SUPPORTED[f])}"
+                    )
+        if not out:
+            raise ConfigError(
+                f"no artifact to export for formats={self.formats!r} "
+                f"quantizations={quants_given!r}; supported: "
+                + "; ".join(f"{f}: {', '.join(q)}" for f, q in SUPPORTED.items())
+            )
+        return out
+
+    def validate(self) -> list[Target]:
+        """Check every option that can be checked without TensorFlow; return the targets."""
+        targets = self.targets()
+        if self.io_dtype not in IO_DTYPES:
+            raise ConfigError(f"unknown io dtype {self.io_dtype!r}; choose from {', '.join(IO_DTYPES)}")
+        if self.io_dtype != "int8" and not any(
+            t.quantization == "int8" and t.format == "tflite" for t in targets
+        ):
+            raise ConfigError(
+                f"--io-dtype {self.io_dtype} only applies to a full-integer TFLite export "
+                "(--format tflite --quantize int8)"
+            )
+        if self.calib_samples < 1:
+            raise ConfigError(f"calib_samples must be >= 1, got {self.calib_samples}")
+        if self.eval_samples < 0:
+            raise ConfigError(f"eval_samples must be >= 0, got {self.eval_samples}")
+        if self.verify_samples < 1:
+            raise ConfigError(f"verify_samples must be >= 1, got {self.verify_samples}")
+        if self.img_size is not None and self.img_size < 1:
+            raise ConfigError(f"img_size must be positive, got {self.img_size}")
+        if self.classes is not None and self.classes < 2:
+            raise ConfigError(f"classes must be >= 2, got {self.classes}")
+        for name in ("calib_data", "eval_data"):
+            p = getattr(self, name)
+            if p is not None and not Path(p).exists():
+                raise ConfigError(f"--{name.replace('_', '-')} {str(p)!r} does not exist")
+        return targets
+
+    @property
+    def needs_calibration(self) -> bool:
+        return any(t.quantization == "int8" for t in self.targets())
+
+
+def _is_all(v: list[str] | str | None) -> bool:
+    if v is None:
+        return False
+    if isinstance(v, str):
+        v = [v]
+    return any(s.strip().lower() == "all" for s in v)
+
+
+def _names(value: list[str] | str, allowed: tuple[str, ...], what: str) -> list[str]:
+    items = [value] if isinstance(value, str) else list(value)
+    names: list[str] = []
+    for item in items:
+        for s in str(item).split(","):
+            s = s.strip().lower()
+            if not s:
+                continue
+            if s == "all":
+                names.extend(allowed)
+            elif s in allowed:
+                names.append(s)
+            else:
+                raise ConfigError(f"unknown {what} {s!r}; choose from {', '.join(allowed)} or all")
+    if not names:
+        raise ConfigError(f"no {what} given; choose from {', '.join(allowed)} or all")
+    return [n for n in allowed if n in names]  # canonical order, no duplicates

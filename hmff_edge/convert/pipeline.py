@@ -1,0 +1,277 @@
+"""``export(source, options)``: convert, check, verify, then publish every artifact.
+
+Order of work, all inside a hidden staging folder in the output folder:
+
+1. resolve SOURCE; load calibration images (int8) and verification images;
+2. for each target, convert in a child process, embed the metadata, read the op histogram
+   and check the graph, run the artifact in its real runtime and compare with Keras;
+3. only when every target passed, move the artifacts to their final names (``os.replace``)
+   with their sidecar JSON and write ``export_report.json``.
+
+A failure anywhere leaves the output folder as it was (the staging folder is removed) and
+raises: :class:`VerificationError` (exit 3) for a failed check, with ``.report`` attached.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hmff_edge import __version__
+from hmff_edge.convert._child import run_in_child
+from hmff_edge.convert.images import ImageSet, load_images
+from hmff_edge.convert.options import ExportOptions, Target
+from hmff_edge.convert.registry import get_exporter
+from hmff_edge.convert.report import ArtifactResult, ExportReport, path_size
+from hmff_edge.convert.source import ResolvedSource, resolve_source
+from hmff_edge.convert.verify import compare
+from hmff_edge.errors import ArtifactError, ConfigError, DataError, VerificationError
+from hmff_edge.metadata import ArtifactMetadata, write_sidecar
+
+REPORT_NAME = "export_report.json"
+
+
+def export(source: str | os.PathLike, options: ExportOptions | None = None) -> ExportReport:
+    """Export SOURCE (run folder, ``.keras`` file or variant name) as ``options`` asks.
+
+    Returns the :class:`ExportReport` of published, verified artifacts. Raises
+    :class:`VerificationError` (with ``.report``) when a check fails, :class:`ArtifactError`
+    for a bad SOURCE, :class:`ConfigError` / :class:`DataError` for bad options or data.
+    """
+    options = options or ExportOptions()
+    targets = options.validate()
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="hmff-export-") as work:
+        src = resolve_source(source, img_size=options.img_size, classes=options.classes,
+                             workdir=Path(work))
+        out = Path(options.out) if options.out else _default_out(src)
+        calib = _calibration(src, options) if any(t.quantization == "int8" for t in targets) \
+            else None
+        verify_set = _verification_set(src, options, calib) if options.verify else None
+        calib_npy = None
+        if calib is not None:
+            calib_npy = Path(work) / "calib.npy"
+            np.save(calib_npy, calib.x)
+        report = ExportReport(
+            source=str(source), model=src.model, img_size=src.img_size, out_dir=str(out),
+            calibration=None if calib is None else {"source": calib.source, "images": len(calib)},
+            options=_options_dict(options),
+        )
+        reference = None
+        if verify_set is not None:
+            reference = _keras_predict(src, verify_set.x)
+            report.verify_images, report.verify_source = len(verify_set), verify_set.source
+            if verify_set.y is not None:
+                report.keras_accuracy = float((reference.argmax(1) == verify_set.y).mean())
+        out.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+        try:
+            produced = _convert_all(src, options, targets, stage, calib_npy, verify_set,
+                                    reference, report)
+            report.seconds = round(time.perf_counter() - t0, 2)
+            if not report.passed:
+                failed = [f"{a.label}: " + "; ".join(
+                    a.problems + ((a.verification or {}).get("failures") or []))
+                    for a in report.artifacts if not a.passed]
+                err = VerificationError("export failed, nothing written to "
+                                        f"{str(out)!r}: " + " | ".join(failed))
+                err.report = report  # type: ignore[attr-defined]
+                raise err
+            _publish(produced, out, report)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+    return report
+
+
+def _convert_all(src: ResolvedSource, options: ExportOptions, targets: list[Target],
+                 stage: Path, calib_npy: Path | None, verify_set: ImageSet | None,
+                 reference: np.ndarray | None, report: ExportReport,
+                 ) -> list[tuple[Path, Path, ArtifactMetadata]]:
+    from tqdm import tqdm
+
+    produced = []
+    raw_paths: dict[str, Path] = {}  # label -> converted file before metadata (dependencies)
+    bar = tqdm(targets, desc="export", unit="artifact", disable=not options.progress)
+    for target in bar:
+        bar.set_postfix_str(target.label)
+        t1 = time.perf_counter()
+        exporter = get_exporter(target.format)
+        raw = stage / f"raw_{target.filename}"
+        final = stage / target.filename
+        spec: dict[str, Any] = {
+            "keras": str(src.keras_path), "img_size": src.img_size,
+            "quantization": target.quantization, "out": str(raw),
+            "calib": str(calib_npy) if calib_npy else None, "io_dtype": options.io_dtype,
+            "opset": options.opset,
+            "fp32_tflite": str(raw_paths["tflite-fp32"]) if "tflite-fp32" in raw_paths else None,
+            "fp32_onnx": str(raw_paths["onnx-fp32"]) if "onnx-fp32" in raw_paths else None,
+        }
+        run_in_child(exporter.module, "convert", spec, what=f"{target.label} conversion")
+        raw_paths[target.label] = raw
+        ins, outs = exporter.io_specs(raw, src.num_classes)
+        meta = _metadata(src, target, ins, outs, report)
+        if exporter.is_dir:  # SavedModel: embed in place, then the folder is the artifact
+            exporter.embed_metadata(raw, raw, meta.to_json())
+            final = raw
+        else:
+            exporter.embed_metadata(raw, final, meta.to_json())
+        hist = exporter.op_histogram(final)
+        result = ArtifactResult(label=target.label, format=target.format,
+                                quantization=target.quantization, path=target.filename,
+                                size_bytes=path_size(final), ops=dict(sorted(hist.items())),
+                                metadata=meta.to_dict())
+        result.problems = _graph_problems(target, final, hist, src)
+        if verify_set is not None and reference is not None:
+            try:
+                got = exporter.predict(final, verify_set.x)
+                result.verification = compare(reference, got, verify_set.y,
+                                              target.quantization).to_dict()
+            except (VerificationError, ArtifactError) as exc:  # cannot run: a failed check
+                result.problems.append(str(exc))
+        result.seconds = round(time.perf_counter() - t1, 2)
+        report.artifacts.append(result)
+        produced.append((final, Path(target.filename), meta))
+    return produced
+
+
+def _graph_problems(target: Target, path: Path, hist, src: ResolvedSource) -> list[str]:
+    if target.format == "tflite":
+        from hmff_edge.convert import to_tflite
+
+        return to_tflite.check_graph(hist, max_transposes=_interleave_count(src))
+    if target.format == "onnx":
+        from hmff_edge.convert import to_onnx
+
+        return to_onnx.check_graph(path)
+    return []
+
+
+_INTERLEAVES: dict[str, int] = {}
+
+
+def _interleave_count(src: ResolvedSource) -> int:
+    """How many channel interleaves the model has (each may cost one TRANSPOSE)."""
+    key = str(src.keras_path)
+    if key not in _INTERLEAVES:
+        from hmff_edge.convert.trace import load_keras
+
+        _INTERLEAVES[key] = sum(1 for layer in _walk(load_keras(src.keras_path))
+                                if "interleave" in type(layer).__name__.lower()
+                                or "shuffle" in type(layer).__name__.lower())
+    return _INTERLEAVES[key]
+
+
+def _walk(layer):
+    seen = set()
+    stack = [layer]
+    while stack:
+        cur = stack.pop()
+        if id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        yield cur
+        stack.extend(getattr(cur, "_flatten_layers", lambda **k: [])(include_self=False,
+                                                                      recursive=False))
+
+
+def _metadata(src: ResolvedSource, target: Target, ins, outs, report: ExportReport) -> ArtifactMetadata:
+    extra: dict[str, Any] = {"source": src.origin, "hmff_edge_version": __version__,
+                             "exported_by": "hmff-edge export"}
+    if report.calibration and target.quantization == "int8":
+        extra["calibration"] = report.calibration
+    return ArtifactMetadata(
+        model=src.model, labels=list(src.labels), height=src.img_size, width=src.img_size,
+        channels=3, layout="NHWC", mean=list(src.mean), std=list(src.std),
+        format=target.format, quantization=target.quantization, input=ins, output=outs,
+        extra=extra,
+    )
+
+
+def _publish(produced, out: Path, report: ExportReport) -> None:
+    """Move verified artifacts from the staging folder to their final names."""
+    for staged, name, meta in produced:
+        dst = out / name
+        if staged.is_dir():
+            if dst.exists():  # replace an older SavedModel folder: swap, then delete
+                old = staged.parent / f"old_{name}"
+                os.replace(dst, old)
+            os.replace(staged, dst)
+        else:
+            os.replace(staged, dst)
+            os.chmod(dst, 0o644)  # mkstemp made it 0600; artifacts are meant to be shared
+        os.chmod(write_sidecar(dst, meta), 0o644)
+    os.chmod(report.write(out / REPORT_NAME), 0o644)
+
+
+def _keras_predict(src: ResolvedSource, x: np.ndarray) -> np.ndarray:
+    from hmff_edge.convert.trace import load_keras
+
+    model = load_keras(src.keras_path)
+    out = [np.asarray(model(x[i : i + 128], training=False), np.float32)
+           for i in range(0, len(x), 128)]
+    return np.concatenate(out)
+
+
+def _calibration(src: ResolvedSource, options: ExportOptions) -> ImageSet:
+    folder = options.calib_data or _run_data(src)
+    if folder is None:
+        raise ConfigError(
+            f"int8 quantization needs calibration images: pass --calib-data (SOURCE {src.origin!r} "
+            "is not a run folder with training data)"
+        )
+    return load_images(folder, img_size=src.img_size, mean=src.mean, std=src.std,
+                       labels=src.labels, limit=options.calib_samples, seed=0,
+                       prefer=("train",), progress=options.progress)
+
+
+def _verification_set(src: ResolvedSource, options: ExportOptions,
+                      calib: ImageSet | None) -> ImageSet:
+    if options.eval_data is not None:
+        return load_images(options.eval_data, img_size=src.img_size, mean=src.mean,
+                           std=src.std, labels=src.labels, limit=options.eval_samples, seed=1,
+                           progress=options.progress)
+    folder = options.calib_data or _run_data(src)
+    if folder is not None:
+        return load_images(folder, img_size=src.img_size, mean=src.mean, std=src.std,
+                           labels=src.labels, limit=options.verify_samples, seed=1,
+                           prefer=("train",), progress=options.progress)
+    # A variant with random weights and no data at all: random pixels still compare the
+    # runtimes with Keras (reported as such, never as accuracy).
+    rng = np.random.default_rng(0)
+    from hmff_edge.preprocess import normalize
+
+    pixels = rng.integers(0, 256, (options.verify_samples, src.img_size, src.img_size, 3),
+                          dtype=np.uint8)
+    return ImageSet(x=normalize(pixels, src.mean, src.std), y=None, source="random pixels")
+
+
+def _run_data(src: ResolvedSource) -> str | None:
+    """The run's training data folder from config.json, when it names one that exists."""
+    data = src.data
+    if isinstance(data, dict):
+        data = data.get("path") or data.get("root") or data.get("source") or data.get("train")
+    if not data:
+        return None
+    p = Path(str(data))
+    candidates = [p] if p.is_absolute() else [p, *(([src.run_dir / p]) if src.run_dir else [])]
+    for c in candidates:
+        if c.is_dir():
+            return str(c)
+    raise DataError(f"the run's training data {str(data)!r} is not a folder here; pass --calib-data")
+
+
+def _default_out(src: ResolvedSource) -> Path:
+    if src.kind == "run" and src.run_dir is not None:
+        return src.run_dir / "export"
+    return Path("exports") / src.model
+
+
+def _options_dict(options: ExportOptions) -> dict[str, Any]:
+    d = {k: v for k, v in vars(options).items() if k not in ("progress", "extra")}
+    return {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in d.items()}

@@ -1,0 +1,115 @@
+"""The export report: one record per artifact, a text table and ``export_report.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hmff_edge.metadata import atomic_write_bytes
+
+TABLE_COLUMNS = [
+    ("artifact", "format"), ("size_mb", "size MB"), ("op_count", "ops"),
+    ("max_diff", "max diff"), ("agreement", "top-1 agree"), ("accuracy", "accuracy"),
+    ("status", "status"),
+]
+
+
+@dataclass
+class ArtifactResult:
+    """One exported file (or SavedModel folder) and how it fared."""
+
+    label: str  # tflite-int8, onnx-fp32, savedmodel
+    format: str
+    quantization: str
+    path: str
+    size_bytes: int = 0
+    ops: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # graph-quality failures
+    verification: dict[str, Any] | None = None
+    seconds: float = 0.0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems and (self.verification is None or self.verification["passed"])
+
+    def row(self) -> dict[str, Any]:
+        v = self.verification or {}
+        acc = v.get("accuracy")
+        ref = v.get("reference_accuracy")
+        return {
+            "artifact": self.label,
+            "size_mb": f"{self.size_bytes / 1e6:.3f}",
+            "op_count": sum(self.ops.values()),
+            "max_diff": f"{v['max_abs_diff']:.2e}" if v else "-",
+            "agreement": f"{100 * v['top1_agreement']:.2f}%" if v else "-",
+            "accuracy": (f"{100 * acc:.2f}% ({100 * (acc - ref):+.2f})" if acc is not None
+                         else "-"),
+            "status": "ok" if self.passed else "FAIL: " + "; ".join(
+                self.problems + (v.get("failures") or [])),
+        }
+
+
+@dataclass
+class ExportReport:
+    """What ``export`` produced; ``passed`` is False when any artifact failed."""
+
+    source: str
+    model: str
+    img_size: int
+    out_dir: str
+    artifacts: list[ArtifactResult] = field(default_factory=list)
+    keras_accuracy: float | None = None
+    verify_images: int = 0
+    verify_source: str = ""
+    calibration: dict[str, Any] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return all(a.passed for a in self.artifacts)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["passed"] = self.passed
+        for a, ad in zip(self.artifacts, d["artifacts"]):
+            ad["passed"] = a.passed
+            ad["size_mb"] = round(a.size_bytes / 1e6, 4)
+        return d
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [a.row() for a in self.artifacts]
+
+    def table(self) -> str:
+        from hmff_edge.cli._common import format_table
+
+        head = (f"{self.model} {self.img_size}x{self.img_size} from {self.source}; verified on "
+                f"{self.verify_images} images ({self.verify_source})")
+        if self.keras_accuracy is not None:
+            head += f"; Keras accuracy {100 * self.keras_accuracy:.2f}%"
+        return head + "\n" + format_table(self.rows(), TABLE_COLUMNS)
+
+    def markdown(self) -> str:
+        cols = TABLE_COLUMNS
+        lines = ["| " + " | ".join(h for _, h in cols) + " |",
+                 "|" + "---|" * len(cols)]
+        for r in self.rows():
+            lines.append("| " + " | ".join(str(r[k]) for k, _ in cols) + " |")
+        return "\n".join(lines)
+
+    def write(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        atomic_write_bytes(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
+        return path
+
+
+def path_size(path: str | os.PathLike) -> int:
+    """Bytes of a file, or of every file below a folder."""
+    p = Path(path)
+    if p.is_file():
+        return p.stat().st_size
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
