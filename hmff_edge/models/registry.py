@@ -77,11 +77,11 @@ def _make_registry() -> dict[str, Variant]:
     add(Variant("mobilenet-v1", "mobilenet", None, "relu6", MOBILENET_BLOCKS,
                 *PAPER_TABLE2["mobilenet-v1"],
                 description="MobileNetV1 alpha 1 (ReLU6), the paper's baseline"))
-    for ch in (16, 32, 64, 128):
-        for family, blocks, prefix, what in (
-            ("kmobilenet", MOBILENET_BLOCKS, "kmobilenet", "kMobileNet, grouped pointwise"),
-            ("hmff", HMFF_BLOCKS, "hmff-mobilenet", "HMFF-MobileNet (Table 1)"),
-        ):
+    for family, blocks, prefix, what in (
+        ("kmobilenet", MOBILENET_BLOCKS, "kmobilenet", "kMobileNet, grouped pointwise"),
+        ("hmff", HMFF_BLOCKS, "hmff-mobilenet", "HMFF-MobileNet (Table 1)"),
+    ):
+        for ch in (16, 32, 64, 128):
             base = f"{prefix}-{ch}ch"
             v = Variant(base, family, ch, "swish", blocks, *PAPER_TABLE2[base],
                         description=f"{what}, Ch={ch}, swish")
@@ -132,3 +132,15 @@ def check_build_args(img_size: int, num_classes: int, dilations=DEFAULT_DILATION
     dil = tuple(dilations)
     if len(dil) < 1 or any(int(d) < 1 for d in dil):
         raise ConfigError(f"dilation rates must be positive integers, got {list(dil)}")
+
+
+def variants_as_json() -> str:
+    """Every variant as JSON (the content of ``models/variants.json``)."""
+    import json
+    from dataclasses import asdict
+
+    return json.dumps([asdict(v) for v in REGISTRY.values()], indent=1)
+
+
+if __name__ == "__main__":
+    print(variants_as_json())

@@ -1,0 +1,225 @@
+"""Model zoo: counts against the paper's Table 2, the MAC counter, shapes, save/load,
+training on CPU, and the two graph forms of the grouped pointwise convolution."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from hmff_edge.errors import ConfigError
+from hmff_edge.models import get_variant, list_models
+from hmff_edge.models.registry import PAPER_TABLE2
+
+pytestmark = pytest.mark.tf
+
+PAPER = list(PAPER_TABLE2)
+# Tolerances from issue 2. The paper's profiler counted some element-wise work, so its MACs
+# run 1-2% above pure convolution MACs (reference notes, section 1).
+PARAMS_TOL = {"mobilenet": 0.5, "kmobilenet": 0.5, "hmff": 3.0}
+MACS_TOL = {"mobilenet": 2.5, "kmobilenet": 2.5, "hmff": 3.0}
+# The one documented miss (models/hmff-mobilenet.md): no reconstruction built from the text
+# reaches the paper's 0.090B MACs at 16Ch without exceeding its 0.245M parameters, because
+# every HMFF convolution runs at 7x7, where MACs are exactly 49x the weights.
+MACS_TOL_EXCEPTIONS = {"hmff-mobilenet-16ch": 3.7}
+
+# Exact counts: kMobileNet's from the reference notes (section 2); MobileNetV1's from Keras.
+EXACT = {
+    "mobilenet-v1": (3_217_226, 567_726_592),
+    "kmobilenet-16ch": (244_298, 90_051_072),
+    "kmobilenet-32ch": (403_018, 151_867_904),
+    "kmobilenet-64ch": (718_154, 249_811_456),
+    "kmobilenet-128ch": (1_323_850, 368_628_224),
+}
+
+
+@pytest.fixture(scope="module")
+def table():
+    from hmff_edge.models.table import summarize
+
+    return {r["name"]: r for r in summarize(PAPER)}
+
+
+@pytest.mark.parametrize("name", PAPER)
+def test_counts_match_table2(table, name):
+    row, v = table[name], get_variant(name)
+    assert abs(row["params_dev_pct"]) <= PARAMS_TOL[v.family], row
+    assert abs(row["macs_dev_pct"]) <= MACS_TOL_EXCEPTIONS.get(name, MACS_TOL[v.family]), row
+    if name in EXACT:
+        assert (row["params"], row["macs"]) == EXACT[name]
+
+
+def test_hmff_is_lighter_than_kmobilenet_above_16ch(table):
+    # Table 2's ordering: the HMFF variant has fewer parameters and MACs than the same-Ch
+    # kMobileNet from 32Ch up (at 16Ch the paper has it 0.4% heavier in params).
+    for ch in (32, 64, 128):
+        h, k = table[f"hmff-mobilenet-{ch}ch"], table[f"kmobilenet-{ch}ch"]
+        assert h["params"] < k["params"] and h["macs"] < k["macs"]
+
+
+def _single_layer_model(layer, shape):
+    import keras
+
+    inp = keras.Input(shape)
+    return keras.Model(inp, layer(inp))
+
+
+def test_mac_counter_by_hand():
+    import keras
+
+    from hmff_edge.models.counting import count_macs, count_params
+    from hmff_edge.models.layers import GroupedPointwiseConv2D
+
+    # grouped 1x1: 8x8 map, 16 -> 32 channels in 4 groups: 64 px * 32 out * 4 in/group
+    m = _single_layer_model(GroupedPointwiseConv2D(32, 4), (8, 8, 16))
+    assert count_macs(m) == 8 * 8 * 32 * 4 == 8192
+    assert count_params(m) == 4 * 32
+    # Keras grouped 3x3 conv, stride 2, same padding: 5x5 out, 9 taps, 6/3 = 2 in/group
+    m = _single_layer_model(keras.layers.Conv2D(12, 3, strides=2, padding="same", groups=3,
+                                                use_bias=False), (10, 10, 6))
+    assert count_macs(m) == 5 * 5 * 12 * 9 * 2 == 5400
+    # depthwise 3x3 dilated by 2: 7x7 out, 9 taps per channel, 5 channels
+    m = _single_layer_model(keras.layers.DepthwiseConv2D(3, dilation_rate=2, padding="same",
+                                                         use_bias=False), (7, 7, 5))
+    assert count_macs(m) == 7 * 7 * 5 * 9 == 2205
+    # dense 20 -> 3
+    m = _single_layer_model(keras.layers.Dense(3), (20,))
+    assert count_macs(m) == 60 and count_params(m) == 63
+
+
+def test_grouped_pointwise_rules():
+    """Plain 1x1 when too narrow, one grouped path when expanding, two when not."""
+    import keras
+
+    from hmff_edge.models.builder import grouped_pointwise
+
+    def kinds(cin, filters, ch):
+        inp = keras.Input((4, 4, cin))
+        out = grouped_pointwise(inp, filters, ch, "swish", "t")
+        m = keras.Model(inp, out)
+        return sorted(type(layer).__name__ for layer in m.layers
+                      if type(layer).__name__ in ("Conv2D", "GroupedPointwiseConv2D",
+                                                  "ChannelInterleave", "Add"))
+
+    assert kinds(32, 32, 16) == ["Conv2D"]  # 32 <= 2*16: plain
+    assert kinds(32, 64, 16) == ["GroupedPointwiseConv2D"]  # expanding: layer 1 only
+    assert kinds(16, 64, 16) == ["Conv2D"]  # expanding but 16 <= 16: plain
+    assert kinds(64, 64, 16) == ["Add", "ChannelInterleave", "GroupedPointwiseConv2D",
+                                 "GroupedPointwiseConv2D"]
+
+
+def test_interleave_order():
+    from hmff_edge.models.layers import ChannelInterleave
+
+    x = np.arange(12, dtype="float32").reshape(1, 1, 1, 12)
+    y = np.asarray(ChannelInterleave(3)(x)).ravel().tolist()
+    # every 3rd channel starting at 0, then at 1, then at 2
+    assert y == [0, 3, 6, 9, 1, 4, 7, 10, 2, 5, 8, 11]
+
+
+@pytest.mark.parametrize("name", ["mobilenet-v1", "kmobilenet-16ch", "hmff-mobilenet-32ch"])
+@pytest.mark.parametrize("size", [32, 64])
+def test_forward_shapes(name, size):
+    from hmff_edge.models import build_model
+
+    m = build_model(name, img_size=size, num_classes=7)
+    y = np.asarray(m(np.zeros((2, size, size, 3), "float32")))
+    assert y.shape == (2, 7)
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_forward_shape_224():
+    from hmff_edge.models import build_model
+
+    m = build_model("hmff-mobilenet-16ch", img_size=224)
+    assert np.asarray(m(np.zeros((1, 224, 224, 3), "float32"))).shape == (1, 10)
+    # the HMFF module runs on the 7x7 map with 1024 channels
+    assert tuple(m.get_layer("hmff_residual").output.shape[1:]) == (7, 7, 1024)
+
+
+def test_export_form_equals_training_form():
+    import tensorflow as tf
+
+    from hmff_edge.models import build_model
+    from hmff_edge.models.layers import export_mode
+
+    m = build_model("hmff-mobilenet-16ch", img_size=32)
+    x = np.random.default_rng(0).normal(size=(3, 32, 32, 3)).astype("float32")
+    a = np.asarray(m(x, training=False))
+    with export_mode():
+        fn = tf.function(lambda t: m(t, training=False))
+        graph_ops = {op.type for op in fn.get_concrete_function(
+            tf.TensorSpec([None, 32, 32, 3])).graph.get_operations()}
+        b = fn(x).numpy()
+    assert "Einsum" not in graph_ops and "Conv2D" in graph_ops
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_save_load_round_trip(tmp_path):
+    from hmff_edge.models import build_model, load_model
+
+    m = build_model("hmff-mobilenet-16ch", img_size=32, num_classes=4)
+    x = np.random.default_rng(1).normal(size=(2, 32, 32, 3)).astype("float32")
+    path = tmp_path / "m.keras"
+    m.save(path)
+    m2 = load_model(path)
+    np.testing.assert_array_equal(np.asarray(m(x)), np.asarray(m2(x)))
+    assert [w.name for w in m.weights] == [w.name for w in m2.weights]
+
+
+def test_one_step_updates_every_trainable_layer():
+    import keras
+
+    from hmff_edge.models import build_model
+
+    m = build_model("hmff-mobilenet-16ch", img_size=32, num_classes=3)
+    m.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", jit_compile=False)
+    before = [np.array(w) for w in m.trainable_weights]
+    rng = np.random.default_rng(2)
+    m.train_on_batch(rng.normal(size=(8, 32, 32, 3)).astype("float32"),
+                     rng.integers(0, 3, 8))
+    unchanged = [w.path for w, b in zip(m.trainable_weights, before) if np.array_equal(w, b)]
+    assert unchanged == []
+    kinds = {type(layer).__name__ for layer in m.layers if layer.trainable_weights}
+    assert {"GroupedPointwiseConv2D", "DepthwiseConv2D", "Conv2D", "Dense"} <= kinds
+
+
+def test_hmff_uses_requested_dilations():
+    from hmff_edge.models import build_model
+
+    m = build_model("hmff-mobilenet-16ch", img_size=64, dilations=(1, 3))
+    rates = [tuple(m.get_layer(f"hmff_b{i}_dw").dilation_rate) for i in (1, 2)]
+    assert rates == [(1, 1), (3, 3)]
+    with pytest.raises(ValueError):
+        m.get_layer("hmff_b3_dw")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"img_size": 31}, "minimum is 32"),
+        ({"num_classes": 1}, "at least 2"),
+        ({"dilations": (1, 0)}, "positive integers"),
+        ({"dropout": 1.5}, "dropout"),
+    ],
+)
+def test_bad_build_options(kwargs, message):
+    from hmff_edge.models import build_model
+
+    with pytest.raises(ConfigError, match=message):
+        build_model("hmff-mobilenet-16ch", **kwargs)
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(ConfigError) as e:
+        get_variant("hmff-mobilenet-8ch")
+    assert "hmff-mobilenet-16ch" in str(e.value) and "mobilenet-v1" in str(e.value)
+
+
+def test_activation_variants_registered():
+    names = list_models()
+    assert "hmff-mobilenet-16ch-hs" in names and "kmobilenet-128ch-relu6" in names
+    v = get_variant("hmff-mobilenet-16ch-hs")
+    assert v.activation == "hard_swish" and v.base_name == "hmff-mobilenet-16ch"
+    assert math.isclose(v.paper_params, 0.245e6)
