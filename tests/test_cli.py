@@ -1,0 +1,65 @@
+"""The CLI frame: --help stays TensorFlow-free, models --json through Typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from hmff_edge.cli import app
+
+runner = CliRunner()
+
+
+def _modules_after(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
+        capture_output=True, text=True, check=True,
+    )
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["models", "--help"], ["export", "--help"],
+                                  ["train", "--help"], ["serve", "--help"], ["bench", "--help"]])
+def test_help_does_not_import_tensorflow(argv):
+    code = ("import sys\nfrom hmff_edge.cli import app\n"
+            f"try:\n    app({argv!r}, standalone_mode=False)\nexcept SystemExit:\n    pass")
+    mods = _modules_after(code)
+    assert "tensorflow" not in mods and "keras" not in mods
+
+
+def test_console_help_lists_every_command():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for cmd in ("models", "train", "export", "bench", "serve"):
+        assert cmd in result.output
+
+
+@pytest.mark.tf
+def test_models_json():
+    result = runner.invoke(app, ["models", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["name"] for r in rows][:2] == ["mobilenet-v1", "kmobilenet-16ch"]
+    assert len(rows) == 9
+    for r in rows:
+        assert {"name", "params", "macs", "paper_params", "paper_macs"} <= set(r)
+    k16 = next(r for r in rows if r["name"] == "kmobilenet-16ch")
+    assert k16["params"] == 244_298 and k16["paper_params"] == 244_000
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["models", "resnet-50"], "valid names: mobilenet-v1"),
+        (["models", "--img-size", "16"], "minimum is 32"),
+        (["models", "--classes", "1"], "at least 2"),
+    ],
+)
+def test_models_bad_input(argv, message):
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 2
+    assert message in result.output
