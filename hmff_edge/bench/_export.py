@@ -35,13 +35,34 @@ def _convert_available() -> bool:
 def _with_convert(name, out: Path, img_size, classes, targets) -> None:
     from hmff_edge.convert import ExportOptions, export
 
-    formats = sorted({"tflite" if r == "litert" else "onnx" if r == "onnxruntime"
-                      else "savedmodel" for r, _ in targets})
-    quants = sorted({"none" if q == "fp32" else q for _, q in targets})
-    opts = ExportOptions(formats=formats, quantizations=quants, out=out, verify=False,
-                         img_size=img_size, classes=classes, progress=False,
-                         calib_samples=16)
-    export(name, opts)
+    fmt = {"litert": "tflite", "onnxruntime": "onnx", "tensorflow": "savedmodel"}
+    plan: dict[str, list[str]] = {}  # one export call per format: its own quantizations
+    for r, q in targets:
+        plan.setdefault(fmt[r], []).append("none" if q == "fp32" else q)
+    quants = sorted({q for qs in plan.values() for q in qs})
+    calib = None
+    if "int8" in quants:
+        # Random weights, so random pixels calibrate as well as anything (a tiny folder).
+        import numpy as np
+        from PIL import Image
+
+        calib = out / ".calib"
+        rng = np.random.default_rng(0)
+        for c in range(2):
+            (calib / f"c{c}").mkdir(parents=True, exist_ok=True)
+            for i in range(8):
+                px = rng.integers(0, 256, (img_size, img_size, 3), dtype=np.uint8)
+                Image.fromarray(px).save(calib / f"c{c}" / f"{i}.png")
+    try:
+        for form, qs in plan.items():
+            export(name, ExportOptions(formats=[form], quantizations=sorted(set(qs)), out=out,
+                                       verify=False, img_size=img_size, classes=classes,
+                                       progress=False, calib_samples=16, calib_data=calib))
+    finally:
+        if calib is not None:
+            import shutil
+
+            shutil.rmtree(calib, ignore_errors=True)
 
 
 def _fallback(name, out: Path, img_size, classes, targets, model) -> None:

@@ -20,9 +20,19 @@ from hmff_edge.errors import ArtifactError, ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 # (runtime, quantization) -> file in an export folder
-_FILES = {("litert", "fp32"): "model_fp32.tflite", ("litert", "int8"): "model_int8.tflite",
-          ("onnxruntime", "fp32"): "model_fp32.onnx", ("onnxruntime", "int8"): "model_int8.onnx",
-          ("tensorflow", "fp32"): "model_savedmodel"}
+# (candidate names: hmff_edge.convert's, then the bench fallback exporter's)
+_FILES = {("litert", "fp32"): ("tflite_fp32.tflite", "model_fp32.tflite"),
+          ("litert", "int8"): ("tflite_int8.tflite", "model_int8.tflite"),
+          ("onnxruntime", "fp32"): ("onnx_fp32.onnx", "model_fp32.onnx"),
+          ("onnxruntime", "int8"): ("onnx_int8.onnx", "model_int8.onnx"),
+          ("tensorflow", "fp32"): ("savedmodel", "model_savedmodel")}
+
+
+def _find(folder: Path, runtime: str, quant: str) -> Path | None:
+    for name in _FILES[(runtime, quant)]:
+        if (folder / name).exists():
+            return folder / name
+    return None
 QUANTS = ("fp32", "int8")
 
 
@@ -103,13 +113,15 @@ def resolve(spec: str, *, runtime: str, quant: str = "fp32", img_size: int = 224
         raise ConfigError(f"no {quant} export for runtime {runtime!r}")
     name = spec.strip().lower()
     folder = Path(cache or REPO / "bench" / ".cache") / f"{name}-{img_size}px-{classes}c"
-    target = folder / _FILES[(runtime, quant)]
     info_path = folder / "bench_export.json"
-    if not target.exists():
+    target = _find(folder, runtime, quant)
+    if target is None:
         export_variant(name, folder, img_size=img_size, classes=classes,
                        targets=[f"{runtime}:{quant}"], exporter=exporter, timeout=timeout)
-    if not target.exists():
-        raise ArtifactError(f"exporting {name} did not produce {target}")
+        target = _find(folder, runtime, quant)
+    if target is None:
+        raise ArtifactError(f"exporting {name} did not produce any of "
+                            f"{_FILES[(runtime, quant)]} in {folder}")
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     return ModelRef(path=str(target), name=name, format=file_format(target),
                     quantization=quant, variant=name, img_size=img_size,

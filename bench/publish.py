@@ -1,0 +1,303 @@
+"""Make the published figures for this machine in one run.
+
+    .venv/bin/python bench/publish.py [--runs 30] [--rounds 3] [--out bench/results/NAME]
+
+Exports (random weights, 224x224, 10 classes; cached in bench/.cache) and measures, with the
+bench's own child-process runner, LiteRT fp32 / ONNX Runtime fp32 / LiteRT int8, 1 thread,
+batch 1, for mobilenet-v1, kmobilenet-{16,128}ch, hmff-mobilenet-{16,32,64,128}ch and the
+-hs deployment variants. Models are measured in interleaved rounds (every model once per
+round) so that the noise of a shared machine hits them alike; img/s = 1000 / median latency.
+Adds one core's fp32 peak (numpy sgemm, 1 thread), GFLOP/s = 2 x MACs x img/s, the ratios
+the issue targets, and a per-op profile of the HMFF graphs (hmff_edge.bench.opprofile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from hmff_edge.bench import runner  # noqa: E402
+from hmff_edge.bench.models import _find, export_variant  # noqa: E402
+from hmff_edge.bench.report import write_outputs  # noqa: E402
+
+VARIANTS = ["mobilenet-v1", "kmobilenet-16ch", "kmobilenet-128ch", "hmff-mobilenet-16ch",
+            "hmff-mobilenet-32ch", "hmff-mobilenet-64ch", "hmff-mobilenet-128ch",
+            "hmff-mobilenet-16ch-hs", "hmff-mobilenet-128ch-hs"]
+FORMATS = [("litert", "fp32"), ("onnxruntime", "fp32"), ("litert", "int8")]
+PROFILED = ["hmff-mobilenet-16ch", "hmff-mobilenet-128ch", "kmobilenet-16ch", "mobilenet-v1",
+            "hmff-mobilenet-16ch-hs"]
+TARGETS = [("hmff-mobilenet-128ch", "mobilenet-v1", 1.25), ("hmff-mobilenet-16ch",
+                                                            "mobilenet-v1", 2.2),
+           ("hmff-mobilenet-128ch", "kmobilenet-128ch", 1.0),
+           ("hmff-mobilenet-16ch", "kmobilenet-16ch", 1.0),
+           ("hmff-mobilenet-128ch-hs", "mobilenet-v1", 1.4),
+           ("hmff-mobilenet-16ch-hs", "mobilenet-v1", 3.0)]
+SGEMM = ("import os, time, numpy as np\n"
+         "n = 1024; a = np.random.rand(n, n).astype(np.float32); b = a.copy()\n"
+         "a @ b; best = 1e9\n"
+         "for _ in range(15):\n"
+         "    t = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t)\n"
+         "print(2 * n ** 3 / best / 1e9)\n")
+
+
+def sgemm_peak() -> float:
+    """One core's fp32 GFLOP/s from a 1024^3 numpy sgemm on 1 thread (best of 15)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", SGEMM], capture_output=True, text=True,
+                         env=env, check=True)
+    return float(out.stdout.strip())
+
+
+def export_all(variants, cache: Path, img: int, jobs: int) -> dict:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(v):
+        folder = cache / f"{v}-{img}px-10c"
+        missing = [f"{r}:{q}" for r, q in FORMATS if _find(folder, r, q) is None]
+        if not missing:
+            return v, None
+        try:
+            export_variant(v, folder, img_size=img, classes=10, targets=missing)
+            return v, None
+        except Exception as exc:  # noqa: BLE001 - reported, the others go on
+            return v, str(exc)[-800:]
+
+    with ThreadPoolExecutor(jobs) as ex:
+        return {v: err for v, err in ex.map(one, variants)}
+
+
+def measure(entries, runs: int, rounds: int) -> dict:
+    """Interleaved rounds of batch-1 trials; every trial in its own child process."""
+    got: dict = {}
+    for r in range(rounds):
+        for key, path, runtime in entries:
+            res = runner.sweep_model(path, runtime, threads=1, batch_sizes=[1], max_batch=1,
+                                     runs=runs, warmup=5)
+            print(f"round {r + 1}/{rounds} {key[0]:<24} {key[1]}-{key[2]}: "
+                  f"{(res['latency'] or {}).get('p50', float('nan')):.2f} ms",
+                  file=sys.stderr, flush=True)
+            if key not in got:
+                got[key] = res
+                got[key]["rounds"] = []
+            else:
+                got[key]["samples_ms"] = (got[key]["samples_ms"] or []) + (
+                    res["samples_ms"] or [])
+            got[key]["rounds"].append((res["latency"] or {}).get("p50"))
+    for res in got.values():
+        samples = res.get("samples_ms") or []
+        res["latency"] = runner.latency_stats([s / 1000 for s in samples])
+        p50 = res["latency"].get("p50")
+        ips = 1000.0 / p50 if p50 else None
+        res["throughput"].update(batch1_images_per_s=ips, best_images_per_s=ips,
+                                 best_batch=1 if ips else None)
+    return got
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--img-size", type=int, default=224)
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--jobs", type=int, default=2, help="parallel exports")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--cache", default=str(REPO / "bench" / ".cache"))
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--no-profile", action="store_true")
+    a = ap.parse_args()
+    t0 = time.time()
+    variants = [v for v in a.variants.split(",") if v]
+    host = platform.node() or "host"
+    out = Path(a.out or REPO / "bench" / "results" / f"{host}-litert-1thread-{a.img_size}px")
+    command = shlex.join(["python", "bench/publish.py"] + sys.argv[1:])
+    print("exporting (cached in bench/.cache)...", file=sys.stderr, flush=True)
+    failures = {v: e for v, e in export_all(variants, Path(a.cache), a.img_size,
+                                            a.jobs).items() if e}
+    for v, e in failures.items():
+        print(f"export of {v} failed: {e}", file=sys.stderr)
+    peak = sgemm_peak()
+    entries, infos = [], {}
+    for v in variants:
+        folder = Path(a.cache) / f"{v}-{a.img_size}px-10c"
+        info_p = folder / "bench_export.json"
+        infos[v] = json.loads(info_p.read_text()) if info_p.is_file() else {}
+        for rt, q in FORMATS:
+            p = _find(folder, rt, q)
+            if p is not None:
+                entries.append(((v, rt, q), str(p), rt))
+    got = measure(entries, a.runs, a.rounds)
+    results = []
+    hw = runner.hardware_info()
+    for (v, rt, q), res in got.items():
+        info = infos.get(v, {})
+        tp = res["throughput"]
+        macs = info.get("macs")
+        tp["batch1_gflops"] = tp["best_gflops"] = (
+            2 * macs * tp["best_images_per_s"] / 1e9 if macs and tp["best_images_per_s"]
+            else None)
+        res.update(model={"name": v, "path": res["model_file"]["path"], "variant": v,
+                          "format": "tflite" if rt == "litert" else "onnx",
+                          "quantization": q, "img_size": a.img_size,
+                          "params": info.get("params"), "macs": macs,
+                          "exported_by": info.get("exporter")},
+                   quantization=q, command=command,
+                   device={"name": "cpu", "profile": "cpu", "emulation": False, "host": None,
+                           "label": f"cpu: {hw['cpu_model']}, 1 thread"})
+        results.append(res)
+    profiles = {}
+    if not a.no_profile:
+        for v in [v for v in PROFILED if v in variants]:
+            p = _find(Path(a.cache) / f"{v}-{a.img_size}px-10c", "litert", "fp32")
+            if p is None:
+                continue
+            proc = subprocess.run([sys.executable, "-m", "hmff_edge.bench.opprofile", str(p),
+                                   "--runs", "15"], capture_output=True, text=True, cwd=REPO)
+            if proc.returncode == 0:
+                profiles[v] = json.loads(proc.stdout)
+            else:
+                profiles[v] = {"error": proc.stderr[-500:]}
+    out.mkdir(parents=True, exist_ok=True)
+    write_outputs(results, out, baseline="mobilenet-v1")
+    summary = summarize(results, peak, profiles, failures)
+    summary.update(command=command, hardware=hw, seconds=round(time.time() - t0, 1),
+                   versions=results[0]["versions"] if results else {})
+    (out / "published.json").write_text(json.dumps(summary, indent=1))
+    (out / "published.md").write_text(markdown(summary))
+    bar_chart(summary, out / "throughput_by_variant.png")
+    print((out / "published.md").read_text())
+    print(f"wrote {out} in {time.time() - t0:.0f} s", file=sys.stderr)
+    return 0
+
+
+def summarize(results, peak, profiles, failures) -> dict:
+    table: dict = {}
+    for r in results:
+        key = f"{r['runtime']}-{r['quantization']}"
+        m = r["model"]
+        tp = r["throughput"]
+        table.setdefault(m["name"], {"params": m.get("params"), "macs": m.get("macs")})[key] = {
+            "p50_ms": r["latency"].get("p50"), "mean_ms": r["latency"].get("mean"),
+            "p90_ms": r["latency"].get("p90"), "p99_ms": r["latency"].get("p99"),
+            "images_per_s": tp["best_images_per_s"], "gflops": tp["best_gflops"],
+            "share_of_peak": tp["best_gflops"] / peak if tp["best_gflops"] else None,
+            "round_p50s": r.get("rounds")}
+    ratios = {}
+    for key in ("litert-fp32", "onnxruntime-fp32", "litert-int8"):
+        base = (table.get("mobilenet-v1", {}).get(key) or {}).get("images_per_s")
+        for name, row in table.items():
+            ips = (row.get(key) or {}).get("images_per_s")
+            if not ips:
+                continue
+            ch = name.split("-")[-1] if "ch" in name.split("-")[-1] else None
+            k_ips = (table.get(f"kmobilenet-{ch}", {}).get(key) or {}).get("images_per_s") \
+                if ch and name.startswith("hmff") else None
+            ratios.setdefault(name, {})[key] = {
+                "vs_mobilenet_v1": ips / base if base else None,
+                "vs_same_ch_kmobilenet": ips / k_ips if k_ips else None}
+    targets = []
+    for model, ref, need in TARGETS:
+        a = (table.get(model, {}).get("litert-fp32") or {}).get("images_per_s")
+        b = (table.get(ref, {}).get("litert-fp32") or {}).get("images_per_s")
+        got = a / b if a and b else None
+        targets.append({"model": model, "vs": ref, "target": need, "measured": got,
+                        "met": None if got is None else got >= need})
+    return {"peak_gflops_1core_fp32": peak, "table": table, "ratios": ratios,
+            "targets": targets, "op_profiles": {k: _short(v) for k, v in profiles.items()},
+            "export_failures": failures,
+            "method": "LiteRT (XNNPACK) / onnxruntime CPU provider, 1 thread, batch 1, random "
+                      "weights, img/s = 1000 / median latency over all rounds x runs; each "
+                      "trial in its own process; models interleaved round by round"}
+
+
+def bar_chart(s: dict, path: Path) -> None:
+    """Images/s per variant, one bar per runtime/format."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(s["table"])
+    keys = ["litert-fp32", "onnxruntime-fp32", "litert-int8"]
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    w = 0.27
+    for i, k in enumerate(keys):
+        vals = [(s["table"][n].get(k) or {}).get("images_per_s") or 0 for n in names]
+        ax.bar([j + (i - 1) * w for j in range(len(names))], vals, w, label=k)
+    ax.set_xticks(range(len(names)), names, rotation=25, ha="right", fontsize=8)
+    ax.set_ylabel("images / s (batch 1, 1 thread)")
+    ax.set_title(f"{s['hardware']['cpu_model']}, 224x224, random weights", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _short(p: dict) -> dict:
+    if "error" in p:
+        return p
+    return {k: p[k] for k in ("whole_model_ms", "sum_of_ops_ms", "op_count", "by_type",
+                              "method")}
+
+
+def markdown(s: dict) -> str:
+    def f(v, d=2):
+        return "-" if v is None else f"{v:.{d}f}"
+
+    hw = s["hardware"]
+    lines = ["# Published figures: LiteRT / ONNX Runtime / int8, 1 thread, batch 1, 224x224",
+             "", f"Hardware: {hw['cpu_model']}, {hw['cores']} cores (shared with other jobs "
+             "while measured: expect a few % noise; all ratios come from the same run). "
+             f"Versions: {json.dumps(s['versions'])}.", "",
+             f"Command: `{s['command']}` ({s['seconds']:.0f} s).", "",
+             f"One core's fp32 peak (numpy sgemm 1024^3, 1 thread, best of 15): "
+             f"**{s['peak_gflops_1core_fp32']:.1f} GFLOP/s**.", "", s["method"] + ".", "",
+             "| model | params | MACs | LiteRT fp32 ms | img/s | x MobileNet | x same-Ch kMobileNet"
+             " | GFLOP/s | % peak | ONNX fp32 ms | img/s | x MobileNet | LiteRT int8 ms | img/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, row in s["table"].items():
+        lf, of, li = (row.get(k) or {} for k in ("litert-fp32", "onnxruntime-fp32",
+                                                 "litert-int8"))
+        rl = s["ratios"].get(name, {}).get("litert-fp32", {})
+        ro = s["ratios"].get(name, {}).get("onnxruntime-fp32", {})
+        lines.append(
+            f"| {name} | {f((row.get('params') or 0) / 1e6, 3)}M | "
+            f"{f((row.get('macs') or 0) / 1e6, 1)}M | {f(lf.get('p50_ms'))} | "
+            f"{f(lf.get('images_per_s'), 1)} | {f(rl.get('vs_mobilenet_v1'))} | "
+            f"{f(rl.get('vs_same_ch_kmobilenet'))} | {f(lf.get('gflops'))} | "
+            f"{f((lf.get('share_of_peak') or 0) * 100, 1)} | {f(of.get('p50_ms'))} | "
+            f"{f(of.get('images_per_s'), 1)} | {f(ro.get('vs_mobilenet_v1'))} | "
+            f"{f(li.get('p50_ms'))} | {f(li.get('images_per_s'), 1)} |")
+    lines += ["", "## Targets (LiteRT fp32)", "", "| model | vs | target | measured | met |",
+              "|---|---|---|---|---|"]
+    for t in s["targets"]:
+        lines.append(f"| {t['model']} | {t['vs']} | {t['target']}x | {f(t['measured'])}x | "
+                     f"{'-' if t['met'] is None else ('yes' if t['met'] else 'NO')} |")
+    for name, p in s["op_profiles"].items():
+        lines += ["", f"## Where the time goes: {name} (LiteRT fp32, 1 thread)", ""]
+        if "error" in p:
+            lines.append(f"profile failed: {p['error']}")
+            continue
+        lines += [f"{p['method']}. Whole model {p['whole_model_ms']:.2f} ms; sum of the "
+                  f"{p['op_count']} single-op pieces {p['sum_of_ops_ms']:.2f} ms.", "",
+                  "| op | count | ms | share |", "|---|---|---|---|"]
+        for t in p["by_type"]:
+            lines.append(f"| {t['op']} | {t['count']} | {t['ms']:.3f} | "
+                         f"{(t['share'] or 0) * 100:.1f}% |")
+    if s["export_failures"]:
+        lines += ["", "## Export failures", ""]
+        lines += [f"- {k}: {v}" for k, v in s["export_failures"].items()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

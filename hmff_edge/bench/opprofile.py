@@ -1,0 +1,118 @@
+"""Per-op time profile of a ``.tflite`` model by splitting it into single-op models.
+
+The LiteRT Python package has no op profiler (the C++ ``benchmark_model`` tool is not in the
+wheel), so each operator of the main subgraph is cut out into a model of its own (same
+tensors, same weights, its non-constant inputs made graph inputs), run alone with the same
+interpreter settings (XNNPACK, ``threads``), and timed. Times are summed per op type and set
+beside the whole model's time; the sum runs above the whole (per-invoke overhead on every
+piece, no cross-op fusion), so read the shares, not the absolute sums.
+
+TF-free: ``python -m hmff_edge.bench.opprofile MODEL.tflite [--threads 1] [--runs 20]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections import Counter, defaultdict
+
+
+def _time(interp, feeds, runs: int) -> float:
+    """Median seconds of ``invoke`` over ``runs`` (after two warm-up runs)."""
+    for idx, x in feeds:
+        interp.set_tensor(idx, x)
+    for _ in range(2):
+        interp.invoke()
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        interp.invoke()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+def _feeds(interp):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    out = []
+    for d in interp.get_input_details():
+        dt = np.dtype(d["dtype"])
+        if dt.kind in "iu":
+            info = np.iinfo(dt)
+            x = rng.integers(info.min, int(info.max) + 1, size=d["shape"], dtype=dt)
+        else:
+            x = rng.standard_normal(d["shape"]).astype(dt)
+        out.append((d["index"], x))
+    return out
+
+
+def profile_ops(path: str, threads: int = 1, runs: int = 20) -> dict:
+    """Whole-model time and per-op / per-op-type times (ms) of a ``.tflite`` file."""
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    whole = Interpreter(model_path=path, num_threads=threads)
+    whole.allocate_tensors()
+    whole_s = _time(whole, _feeds(whole), runs)
+    model = fu.read_model(path)
+    sg = model.subgraphs[0]
+    ops = list(sg.operators)
+    inputs, outputs = sg.inputs, sg.outputs
+    signatures = model.signatureDefs
+    model.signatureDefs = []
+    # A tensor is constant when its buffer holds data.
+    const = {i for i, t in enumerate(sg.tensors)
+             if t.buffer and model.buffers[t.buffer].data is not None
+             and len(model.buffers[t.buffer].data)}
+    per_op = []
+    try:
+        for k, op in enumerate(ops):
+            name = fu.opcode_to_name(model, op.opcodeIndex)
+            sg.operators = [op]
+            sg.inputs = [i for i in op.inputs if i >= 0 and i not in const]
+            sg.outputs = list(op.outputs)
+            try:
+                buf = bytes(fu.convert_object_to_bytearray(model))
+                it = Interpreter(model_content=buf, num_threads=threads)
+                it.allocate_tensors()
+                sec = _time(it, _feeds(it), runs)
+                err = None
+            except Exception as exc:  # noqa: BLE001 - an op that cannot stand alone
+                sec, err = None, f"{type(exc).__name__}: {exc}"[:200]
+            per_op.append({"index": k, "op": name, "ms": None if sec is None else sec * 1e3,
+                           "output_shape": [int(d) for d in sg.tensors[op.outputs[0]].shape],
+                           "error": err})
+    finally:
+        sg.operators, sg.inputs, sg.outputs = ops, inputs, outputs
+        model.signatureDefs = signatures
+    by_type: dict[str, float] = defaultdict(float)
+    for p in per_op:
+        by_type[p["op"]] += p["ms"] or 0.0
+    total = sum(by_type.values())
+    types = sorted(({"op": k, "count": c, "ms": by_type[k],
+                     "share": by_type[k] / total if total else None}
+                    for k, c in Counter(p["op"] for p in per_op).items()),
+                   key=lambda r: -r["ms"])
+    return {"model": path, "threads": threads, "runs": runs, "whole_model_ms": whole_s * 1e3,
+            "sum_of_ops_ms": total, "op_count": len(per_op), "by_type": types,
+            "ops": per_op,
+            "method": "each op cut out into a single-op .tflite and timed alone (median of "
+                      f"{runs} invokes, XNNPACK, {threads} thread(s))"}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("model")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runs", type=int, default=20)
+    a = p.parse_args(argv)
+    print(json.dumps(profile_ops(a.model, a.threads, a.runs), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
