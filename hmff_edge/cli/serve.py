@@ -17,8 +17,9 @@ def serve(
                                            "is served under its file stem."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (loopback by default)."),
     port: int = typer.Option(8080, "--port", min=0, max=65535),
-    max_batch: int = typer.Option(8, "--max-batch", min=1,
-                                  help="Most samples coalesced into one inference."),
+    max_batch: int = typer.Option(1, "--max-batch", min=1,
+                                  help="Most samples coalesced into one inference (1: no "
+                                       "coalescing; raise it where batches run faster per image)."),
     max_delay_ms: float = typer.Option(2.0, "--max-delay-ms", min=0.0,
                                        help="Longest a request waits for others to batch with."),
     max_queue: int = typer.Option(64, "--max-queue", min=1,

@@ -39,7 +39,10 @@ OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
 class ServeConfig:
     """Server settings (the CLI flags of ``hmff-edge serve``)."""
 
-    max_batch: int = 8
+    # 1 by default: on the CPUs measured here (bench/results/serve_load*.md) LiteRT's cost per
+    # image rises with the batch size, so coalescing lowers throughput. Raise it for engines
+    # and devices whose per-image cost falls with batch size.
+    max_batch: int = 1
     max_delay_ms: float = 2.0
     max_queue: int = 64
     max_body_mb: float = 16.0

@@ -1,0 +1,389 @@
+"""Load benchmark of `hmff-edge serve` (a script, not a test).
+
+    .venv/bin/python bench/serve_load.py                      # make the model, run everything
+    .venv/bin/python bench/serve_load.py --duration 5 --concurrency 1,4,16,64
+
+What it does, each part in its own process so they do not share an interpreter:
+1. the model: ``hmff-mobilenet-16ch`` at 224x224, random weights, exported to float TFLite
+   (``TFLiteConverter.from_concrete_functions`` traced inside ``export_mode()``) in a child
+   process that imports TensorFlow; a sidecar makes it self-describing. Skipped with --model.
+2. the raw runtime's best throughput: ``Predictor.run`` on batches 1/2/4/8, same thread count
+   as the server, in a child process.
+3. the server: ``python -m hmff_edge serve`` started as a subprocess; time from process start
+   to a 200 on /v2/health/ready, and its resident memory (psutil).
+4. the load generator: a separate process (this script with ``--loadgen``) running N
+   keep-alive asyncio clients back to back for a fixed duration, for each request kind
+   (V2 binary tensors, V2 JSON tensors, JPEG upload to :classify) and concurrency.
+Also measured: the server-side decode cost of one request of each kind (JSON parse vs binary).
+
+Results go to bench/results/serve_load.json and .md with the command and machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+# Made on first use (TensorFlow, ~15 s) and cached outside the repository.
+DEFAULT_MODEL = Path(tempfile.gettempdir()) / "hmff-edge-bench" / "hmff-mobilenet-16ch-224.tflite"
+PY = sys.executable
+
+
+# -- 1. the model ---------------------------------------------------------------------------
+def make_model(path: Path, size: int = 224) -> None:
+    """Runs in a child process: the only place TensorFlow is imported."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    from hmff_edge.metadata import ArtifactMetadata, TensorSpec, atomic_write_bytes, write_sidecar
+    from hmff_edge.models import build_model
+    from hmff_edge.models.layers import export_mode
+
+    name = "hmff-mobilenet-16ch"
+    model = build_model(name, img_size=size, num_classes=10)
+    with export_mode():
+        fn = tf.function(lambda x: model(x, training=False),
+                         input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+        cf = fn.get_concrete_function()
+    data = tf.lite.TFLiteConverter.from_concrete_functions([cf]).convert()
+    atomic_write_bytes(path, data)
+    write_sidecar(path, ArtifactMetadata(
+        model=name, labels=[f"class{i}" for i in range(10)], height=size, width=size,
+        format="tflite", input=TensorSpec("input", "float32", [-1, size, size, 3]),
+        output=TensorSpec("probabilities", "float32", [-1, 10]),
+        extra={"weights": "random", "made_by": "bench/serve_load.py"}))
+
+
+# -- 2. raw runtime ---------------------------------------------------------------------------
+def raw_throughput(model: Path, threads: int, seconds: float) -> dict:
+    from hmff_edge.runtime import load
+
+    p = load(model, threads=threads)
+    out = {}
+    for batch in (1, 2, 4, 8):
+        x = np.random.default_rng(0).normal(size=(batch, *p.sample_shape)).astype(np.float32)
+        p.run(x)
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            p.run(x)
+            n += batch
+        out[batch] = n / (time.perf_counter() - t0)
+    return out
+
+
+# -- 4. load generator ------------------------------------------------------------------------
+async def _client(port: int, request: bytes, stop_at: float, warm_until: float, lat: list,
+                  errors: dict) -> None:
+    reader = writer = None
+    while time.perf_counter() < stop_at:
+        try:
+            if writer is None:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            t0 = time.perf_counter()
+            writer.write(request)
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = 0
+            close = False
+            for line in head.split(b"\r\n")[1:]:
+                k, _, v = line.partition(b":")
+                k = k.strip().lower()
+                if k == b"content-length":
+                    length = int(v)
+                elif k == b"connection" and v.strip().lower() == b"close":
+                    close = True
+            await reader.readexactly(length)
+            t1 = time.perf_counter()
+            if t0 >= warm_until:
+                if status == 200:
+                    lat.append(t1 - t0)
+                else:
+                    errors[str(status)] = errors.get(str(status), 0) + 1
+            if close:
+                writer.close()
+                writer = None
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            if time.perf_counter() >= warm_until:
+                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+            if writer is not None:
+                writer.close()
+            writer = None
+            await asyncio.sleep(0.01)
+    if writer is not None:
+        writer.close()
+
+
+def loadgen(port: int, request_file: str, concurrency: int, duration: float, warmup: float) -> dict:
+    request = Path(request_file).read_bytes()
+    lat: list[float] = []
+    errors: dict[str, int] = {}
+
+    async def main() -> None:
+        start = time.perf_counter()
+        warm_until = start + warmup
+        stop_at = warm_until + duration
+        await asyncio.gather(*(_client(port, request, stop_at, warm_until, lat, errors)
+                               for _ in range(concurrency)))
+
+    asyncio.run(main())
+    a = np.array(lat) if lat else np.array([np.nan])
+    return {"requests": len(lat), "errors": sum(errors.values()), "error_kinds": errors,
+            "throughput": len(lat) / duration, "p50_ms": float(np.percentile(a, 50) * 1e3),
+            "p99_ms": float(np.percentile(a, 99) * 1e3)}
+
+
+# -- request bodies -----------------------------------------------------------------------------
+def http_request(path: str, body: bytes, headers: dict[str, str]) -> bytes:
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return head.encode() + b"\r\n" + body
+
+
+def make_requests(model_name: str, input_name: str, size: int, tmp: Path) -> dict[str, Path]:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1, size, size, 3)).astype(np.float32)
+    header = json.dumps({"inputs": [{"name": input_name, "datatype": "FP32", "shape": list(x.shape),
+                                     "parameters": {"binary_data_size": x.nbytes}}],
+                         "parameters": {"binary_data_output": True}}).encode()
+    binary = http_request(f"/v2/models/{model_name}/infer", header + x.tobytes(),
+                          {"Inference-Header-Content-Length": str(len(header))})
+    js = json.dumps({"inputs": [{"name": input_name, "datatype": "FP32", "shape": list(x.shape),
+                                 "data": x.ravel().tolist()}]}).encode()
+    json_req = http_request(f"/v2/models/{model_name}/infer", js, {"Content-Type": "application/json"})
+    # A smooth photo-like 224x224 JPEG (random noise would compress unrealistically badly).
+    yy, xx = np.mgrid[0:size, 0:size]
+    img = np.stack([(xx * 255 / size), (yy * 255 / size), ((xx + yy) * 127 / size)], -1)
+    img = np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", quality=90)
+    image_req = http_request(f"/v1/models/{model_name}:classify", buf.getvalue(),
+                             {"Content-Type": "image/jpeg"})
+    out = {}
+    for kind, data in (("v2_binary", binary), ("v2_json", json_req), ("classify_jpeg", image_req)):
+        (tmp / kind).write_bytes(data)
+        out[kind] = tmp / kind
+    out["_sizes"] = {"v2_binary": len(binary), "v2_json": len(json_req),  # type: ignore[assignment]
+                     "classify_jpeg": len(image_req)}
+    return out
+
+
+def decode_costs(model: Path, requests: dict) -> dict:
+    """Server-side cost of turning one request body into the input tensor (median of 20)."""
+    from hmff_edge.runtime import load
+    from hmff_edge.serve.protocol import decode_v2
+
+    p = load(model, threads=1)
+    out = {}
+    for kind in ("v2_binary", "v2_json", "classify_jpeg"):
+        raw = Path(requests[kind]).read_bytes()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        hl = None
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"inference-header-content-length"):
+                hl = line.split(b":")[1].strip().decode()
+        times = []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            if kind == "classify_jpeg":
+                p.preprocess([body])
+            else:
+                decode_v2(body, hl, p)
+            times.append(time.perf_counter() - t0)
+        out[kind] = float(np.median(times) * 1e3)
+    t0 = time.perf_counter()
+    x = np.zeros((1, *p.sample_shape), np.float32)
+    for _ in range(10):
+        p.run(x)
+    out["inference_batch1"] = (time.perf_counter() - t0) / 10 * 1e3
+    return out
+
+
+# -- orchestration ----------------------------------------------------------------------------
+def _child(args: list[str]) -> dict:
+    out = subprocess.run([PY, __file__, *args], capture_output=True, text=True, cwd=REPO)
+    if out.returncode != 0:
+        raise RuntimeError(f"child {args} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model: Path, port: int, threads: int, max_batch: int, max_delay_ms: float):
+    import urllib.request
+
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([PY, "-m", "hmff_edge", "serve", str(model), "--port", str(port),
+                             "--threads", str(threads), "--max-batch", str(max_batch),
+                             "--max-delay-ms", str(max_delay_ms), "--max-queue", "256"],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server died: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1) as r:
+                if r.status == 200:
+                    return proc, time.perf_counter() - t0
+        except OSError:
+            pass
+        time.sleep(0.005)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds measured per point")
+    ap.add_argument("--warmup", type=float, default=1.0)
+    ap.add_argument("--concurrency", default="1,4,16,64")
+    ap.add_argument("--kinds", default="v2_binary,v2_json,classify_jpeg")
+    ap.add_argument("--threads", type=int, default=1, help="engine threads (server and raw)")
+    ap.add_argument("--max-batch", type=int, default=1)
+    ap.add_argument("--max-delay-ms", type=float, default=2.0)
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "serve_load")
+    # internal child-process entry points
+    ap.add_argument("--make-model", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--decode", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--loadgen", nargs=5, metavar=("PORT", "REQ", "CONC", "DUR", "WARM"),
+                    help=argparse.SUPPRESS)
+    a = ap.parse_args()
+
+    if a.make_model:
+        make_model(a.make_model)
+        print(json.dumps({"ok": True}))
+        return
+    if a.raw:
+        print(json.dumps(raw_throughput(a.model, a.threads, a.duration)))
+        return
+    if a.decode:
+        print(json.dumps(decode_costs(a.model, json.loads(a.decode.read_text()))))
+        return
+    if a.loadgen:
+        port, req, conc, dur, warm = a.loadgen
+        print(json.dumps(loadgen(int(port), req, int(conc), float(dur), float(warm))))
+        return
+
+    import psutil
+
+    if not a.model.is_file():
+        print(f"making {a.model} (TensorFlow, child process) ...", file=sys.stderr)
+        _child(["--make-model", str(a.model)])
+    from hmff_edge.runtime import load
+
+    probe = load(a.model, threads=1)
+    name, size, input_name = a.model.stem, probe.metadata.height, probe.input_name
+    del probe
+    concs = [int(c) for c in a.concurrency.split(",")]
+    kinds = a.kinds.split(",")
+    results: dict = {"command": " ".join([Path(PY).name, *sys.argv]), "model": str(a.model.relative_to(REPO))
+                     if a.model.is_relative_to(REPO) else str(a.model),
+                     "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                 "python": platform.python_version(),
+                                 "load_avg_at_start": os.getloadavg()},
+                     "settings": {"threads": a.threads, "max_batch": a.max_batch,
+                                  "max_delay_ms": a.max_delay_ms, "duration_s": a.duration}}
+    print("raw runtime ...", file=sys.stderr)
+    raw = _child(["--raw", "--model", str(a.model), "--threads", str(a.threads),
+                  "--duration", str(min(a.duration, 3.0))])
+    results["raw_img_per_s"] = raw
+    best_raw = max(raw.values())
+    with tempfile.TemporaryDirectory() as td:
+        reqs = make_requests(name, input_name, size, Path(td))
+        results["request_bytes"] = reqs.pop("_sizes")
+        spec = Path(td) / "reqs.json"
+        spec.write_text(json.dumps({k: str(v) for k, v in reqs.items()}))
+        results["decode_ms"] = _child(["--decode", str(spec), "--model", str(a.model)])
+        port = _free_port()
+        proc, ready_s = start_server(a.model, port, a.threads, a.max_batch, a.max_delay_ms)
+        ps = psutil.Process(proc.pid)
+        results["start_to_ready_s"] = ready_s
+        results["rss_idle_mb"] = ps.memory_info().rss / 2**20
+        peak = results["rss_idle_mb"]
+        runs = []
+        try:
+            for kind in kinds:
+                for c in concs:
+                    r = _child(["--loadgen", str(port), str(reqs[kind]), str(c), str(a.duration),
+                                str(a.warmup)])
+                    peak = max(peak, ps.memory_info().rss / 2**20)
+                    r.update(kind=kind, concurrency=c, ratio_to_raw=r["throughput"] / best_raw)
+                    runs.append(r)
+                    print(f"{kind:14s} c={c:3d} {r['throughput']:7.1f} req/s  p50 {r['p50_ms']:7.1f} ms"
+                          f"  p99 {r['p99_ms']:7.1f} ms  errors {r['errors']}  "
+                          f"ratio {r['ratio_to_raw']:.2f}", file=sys.stderr)
+        finally:
+            proc.terminate()
+            results["server_exit_code"] = proc.wait(60)
+        results["rss_peak_mb"] = peak
+    # The CPU is shared with whatever else runs on the machine: measure the raw runtime again
+    # after the server runs and compare against the better of the two (the conservative ratio).
+    print("raw runtime again ...", file=sys.stderr)
+    raw_after = _child(["--raw", "--model", str(a.model), "--threads", str(a.threads),
+                        "--duration", str(min(a.duration, 3.0))])
+    results["raw_img_per_s_after"] = raw_after
+    best_raw = max(best_raw, *raw_after.values())
+    results["raw_best_img_per_s"] = best_raw
+    for r in runs:
+        r["ratio_to_raw"] = r["throughput"] / best_raw
+    results["runs"] = runs
+    write_results(a.out, results)
+
+
+def write_results(out: Path, r: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(r, indent=2) + "\n")
+    lines = [
+        "# `hmff-edge serve` under load",
+        "",
+        f"Command: `{r['command']}`  ",
+        f"Model: `{r['model']}` (hmff-mobilenet-16ch, 224x224x3 float32 TFLite, random weights)  ",
+        f"Machine: {r['machine']['cpus']} CPUs, {r['machine']['platform']}, Python "
+        f"{r['machine']['python']}; server, load generator and (during the raw run) nothing else "
+        "of ours share the CPUs; other work on the machine was not controlled "
+        f"(load average at start {', '.join(f'{x:.2f}' for x in r['machine']['load_avg_at_start'])}).  ",
+        f"Server settings: {r['settings']}",
+        "",
+        f"- raw runtime (Predictor.run, {r['settings']['threads']} thread(s)), images/s by batch, "
+        "before the server runs: "
+        + ", ".join(f"b{k}: {v:.1f}" for k, v in r["raw_img_per_s"].items())
+        + "; after: " + ", ".join(f"b{k}: {v:.1f}" for k, v in r["raw_img_per_s_after"].items())
+        + f"; best {r['raw_best_img_per_s']:.1f} (the denominator of the ratios)",
+        f"- process start to ready: {r['start_to_ready_s']:.2f} s",
+        f"- server RSS with the model loaded: idle {r['rss_idle_mb']:.0f} MB, peak during the "
+        f"runs {r['rss_peak_mb']:.0f} MB",
+        "- server-side decode of one request (ms): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in r["decode_ms"].items()),
+        f"- request sizes (bytes): {r['request_bytes']}",
+        f"- server exit code after SIGTERM: {r['server_exit_code']}",
+        "",
+        "| kind | clients | req/s | p50 ms | p99 ms | errors | ratio to raw best |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for x in r["runs"]:
+        lines.append(f"| {x['kind']} | {x['concurrency']} | {x['throughput']:.1f} | {x['p50_ms']:.1f} | "
+                     f"{x['p99_ms']:.1f} | {x['errors']} | {x['ratio_to_raw']:.2f} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
