@@ -22,6 +22,9 @@ MAX_JSON_DEPTH = 20
 MAX_DIM = 2**31 - 1
 
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# Everything but brackets, quotes and backslashes is irrelevant to nesting: deleting it first
+# (bytes.translate, C speed) shrinks a 3 MB tensor body to a few bytes before the string scan.
+_NOT_STRUCTURE = bytes(c for c in range(256) if c not in b'[]{}"\\')
 
 
 class HTTPError(Exception):
@@ -92,7 +95,7 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
 
 def json_depth(data: bytes | memoryview) -> int:
     """Maximum nesting depth of ``[``/``{`` in a JSON text, strings excluded (vectorized)."""
-    stripped = _STRING.sub(b'""', bytes(data))
+    stripped = _STRING.sub(b"", bytes(data).translate(None, _NOT_STRUCTURE))
     a = np.frombuffer(stripped, np.uint8)
     opens = (a == ord("[")) | (a == ord("{"))
     closes = (a == ord("]")) | (a == ord("}"))
