@@ -71,3 +71,19 @@ def load_images(folder: str | os.PathLike, *, img_size: int, mean: list[float],
     pixels = np.stack([load_rgb(p, img_size) for p in it])
     x = normalize(pixels, mean, std)
     return ImageSet(x=x, y=None if (y < 0).any() else y, source=str(root))
+
+
+def load_run_data(spec: Any, *, split: str, img_size: int, mean: list[float],
+                  std: list[float], labels: list[str], limit: int = 0, seed: int = 0) -> ImageSet:
+    """Images from the run's own data spec (``config.json`` ``data``) through the training
+    helper's data API (:func:`hmff_edge.data.load_eval_arrays`: image folders, CIFAR
+    pickles, the embedded digits), labels mapped by name onto the model's labels."""
+    from hmff_edge import data
+
+    source = data.resolve_source(spec)
+    pixels, y = data.load_eval_arrays(source, img_size, limit or None, split, seed=seed)
+    index = {name: i for i, name in enumerate(labels)}
+    remap = np.asarray([index.get(n, -1) for n in source.class_names], np.int64)
+    y = remap[np.asarray(y, np.int64)]
+    return ImageSet(x=normalize(pixels, mean, std), y=None if (y < 0).any() else y,
+                    source=f"{source.spec} ({split})")

@@ -25,13 +25,13 @@ import numpy as np
 
 from hmff_edge import __version__
 from hmff_edge.convert._child import run_in_child
-from hmff_edge.convert.images import ImageSet, load_images
+from hmff_edge.convert.images import ImageSet, load_images, load_run_data
 from hmff_edge.convert.options import ExportOptions, Target
 from hmff_edge.convert.registry import get_exporter
 from hmff_edge.convert.report import ArtifactResult, ExportReport, path_size
 from hmff_edge.convert.source import ResolvedSource, resolve_source
 from hmff_edge.convert.verify import compare
-from hmff_edge.errors import ArtifactError, ConfigError, DataError, VerificationError
+from hmff_edge.errors import ArtifactError, ConfigError, VerificationError
 from hmff_edge.metadata import ArtifactMetadata, write_sidecar
 
 REPORT_NAME = "export_report.json"
@@ -219,51 +219,40 @@ def _keras_predict(src: ResolvedSource, x: np.ndarray) -> np.ndarray:
 
 
 def _calibration(src: ResolvedSource, options: ExportOptions) -> ImageSet:
-    folder = options.calib_data or _run_data(src)
-    if folder is None:
-        raise ConfigError(
-            f"int8 quantization needs calibration images: pass --calib-data (SOURCE {src.origin!r} "
-            "is not a run folder with training data)"
-        )
-    return load_images(folder, img_size=src.img_size, mean=src.mean, std=src.std,
-                       labels=src.labels, limit=options.calib_samples, seed=0,
-                       prefer=("train",), progress=options.progress)
+    common = {"img_size": src.img_size, "mean": src.mean, "std": src.std, "labels": src.labels,
+              "limit": options.calib_samples, "seed": 0}
+    if options.calib_data is not None:
+        return load_images(options.calib_data, prefer=("train",), progress=options.progress,
+                           **common)
+    if src.has_data:
+        return load_run_data(src.data, split="train", **common)
+    raise ConfigError(
+        f"int8 quantization needs calibration images: pass --calib-data (SOURCE "
+        f"{src.origin!r} is not a run folder whose config.json names its training data)"
+    )
 
 
 def _verification_set(src: ResolvedSource, options: ExportOptions,
                       calib: ImageSet | None) -> ImageSet:
+    """``--eval-data``; else the calibration folder or the run's data; else random pixels."""
+    common = {"img_size": src.img_size, "mean": src.mean, "std": src.std, "labels": src.labels}
     if options.eval_data is not None:
-        return load_images(options.eval_data, img_size=src.img_size, mean=src.mean,
-                           std=src.std, labels=src.labels, limit=options.eval_samples, seed=1,
-                           progress=options.progress)
-    folder = options.calib_data or _run_data(src)
-    if folder is not None:
-        return load_images(folder, img_size=src.img_size, mean=src.mean, std=src.std,
-                           labels=src.labels, limit=options.verify_samples, seed=1,
-                           prefer=("train",), progress=options.progress)
+        return load_images(options.eval_data, limit=options.eval_samples, seed=1,
+                           progress=options.progress, **common)
+    if options.calib_data is not None:
+        return load_images(options.calib_data, limit=options.verify_samples, seed=1,
+                           prefer=("train",), progress=options.progress, **common)
+    if src.has_data:
+        return load_run_data(src.data, split="test", limit=options.verify_samples, seed=1,
+                             **common)
     # A variant with random weights and no data at all: random pixels still compare the
     # runtimes with Keras (reported as such, never as accuracy).
-    rng = np.random.default_rng(0)
     from hmff_edge.preprocess import normalize
 
+    rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (options.verify_samples, src.img_size, src.img_size, 3),
                           dtype=np.uint8)
     return ImageSet(x=normalize(pixels, src.mean, src.std), y=None, source="random pixels")
-
-
-def _run_data(src: ResolvedSource) -> str | None:
-    """The run's training data folder from config.json, when it names one that exists."""
-    data = src.data
-    if isinstance(data, dict):
-        data = data.get("path") or data.get("root") or data.get("source") or data.get("train")
-    if not data:
-        return None
-    p = Path(str(data))
-    candidates = [p] if p.is_absolute() else [p, *(([src.run_dir / p]) if src.run_dir else [])]
-    for c in candidates:
-        if c.is_dir():
-            return str(c)
-    raise DataError(f"the run's training data {str(data)!r} is not a folder here; pass --calib-data")
 
 
 def _default_out(src: ResolvedSource) -> Path:

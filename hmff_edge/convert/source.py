@@ -25,7 +25,8 @@ class ResolvedSource:
     labels: list[str]
     mean: list[float] = field(default_factory=lambda: list(DEFAULT_MEAN))
     std: list[float] = field(default_factory=lambda: list(DEFAULT_STD))
-    data: Any = None  # the run's training data (default calibration source)
+    data: Any = None  # the run's training data spec (default calibration source)
+    has_data: bool = False  # config.json names the data (None there means the digits)
     run_dir: Path | None = None
     origin: str = ""  # what the user typed
 
@@ -93,6 +94,7 @@ def _described(model: Path, cfg: dict, kind: str, text: str, *, run_dir: Path | 
         kind=kind, keras_path=model, model=str(cfg.get("model", "custom")), img_size=int(size),
         labels=[str(s) for s in labels], mean=[float(v) for v in cfg.get("mean", DEFAULT_MEAN)],
         std=[float(v) for v in cfg.get("std", DEFAULT_STD)], data=cfg.get("data"),
+        has_data="data" in cfg,
         run_dir=run_dir, origin=text,
     )
 
