@@ -232,7 +232,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
             bar = _progress_callback(keras, steps, f"epoch {epoch + 1}/{cfg.epochs}", show)
             t0 = time.perf_counter()
             h = model.fit(ds, epochs=epoch + 1, initial_epoch=epoch,
-                          validation_data=None if recal else val_ds,
+                          validation_data=None if recal else val_ds, shuffle=False,
                           verbose=0, callbacks=[bar])
             dt = time.perf_counter() - t0
             train_seconds += dt
