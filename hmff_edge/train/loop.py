@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -284,6 +285,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     metrics, split = None, "test" if data.test is not None else "validation"
     if sinfo.is_chief:
         metrics = _finalize(run, cfg, data, history, split, keras)
+    else:
+        shutil.rmtree(run.root, ignore_errors=True)  # the scratch copy of a non-chief worker
     return TrainResult(
         run_dir=run.root, config=record, history=history, metrics=metrics, eval_split=split,
         best_epoch=best_epoch, best_val_accuracy=best_acc, epochs_done=len(history),
