@@ -95,6 +95,13 @@ def test_compare_gflops_and_ratio():
     rows = compare_rows([fake("a", 50.0, 500_000_000), fake("b", 125.0, 100_000_000)], "a")
     assert rows[1]["ratio"] == "2.50x" and rows[0]["ratio"] == "1.00x"
     assert rows[0]["gflops"] == "50.00" and rows[1]["latency_s"] == "0.0100"
+    # int8 rows are compared with the baseline's int8 run, not its fp32 run
+    a8, b8 = fake("a", 100.0, 1), fake("b", 150.0, 1)
+    for r in (a8, b8):
+        r["quantization"] = "int8"
+    rows = compare_rows([fake("a", 50.0, 1), fake("b", 125.0, 1), a8, b8], "a")
+    assert [r["ratio"] for r in rows] == ["1.00x", "2.50x", "1.00x", "1.50x"]
+    assert rows[3]["model"].endswith("int8]")
 
 
 def test_gpu_device_clear_error_without_gpu(tmp_path):

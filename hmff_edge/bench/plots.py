@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hmff_edge.bench.report import _label, device_labels
+from hmff_edge.bench.report import _label, device_labels, tag
 
 
 def _plt():
@@ -24,7 +24,7 @@ def throughput_vs_batch(results: list[dict], path: str | Path) -> Path:
         trials = r.get("sweep", {}).get("trials", [])
         ok = [t for t in trials if t["outcome"] == "ok" and t.get("images_per_s")]
         line, = ax.plot([t["batch_size"] for t in ok], [t["images_per_s"] for t in ok],
-                        marker="o", label=f"{_label(r)} [{r.get('runtime')}]")
+                        marker="o", label=f"{_label(r)} {tag(r)}")
         for t in trials:
             if t["outcome"] != "ok":
                 y = ok[-1]["images_per_s"] if ok else 0
@@ -45,7 +45,7 @@ def throughput_vs_batch(results: list[dict], path: str | Path) -> Path:
 def latency_distribution(results: list[dict], path: str | Path) -> Path:
     """Box plot of the batch-1 latency samples of each model."""
     plt = _plt()
-    data = [(f"{_label(r)}\n[{r.get('runtime')}]", r.get("samples_ms")) for r in results
+    data = [(f"{_label(r)}\n{tag(r)}", r.get("samples_ms")) for r in results
             if r.get("samples_ms")]
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(data) + 2), 4.5))
     if data:

@@ -42,6 +42,12 @@ def _label(r: dict) -> str:
     return r.get("model", {}).get("name") or r.get("model_file", {}).get("name", "?")
 
 
+def tag(r: dict) -> str:
+    """``[litert]``, ``[litert int8]``: how a row was run."""
+    q = r.get("quantization")
+    return f"[{r.get('runtime')}{'' if q in (None, 'fp32') else ' ' + q}]"
+
+
 def summary_rows(results: list[dict]) -> list[dict]:
     rows = []
     for r in results:
@@ -135,19 +141,24 @@ def to_markdown(results: list[dict], title: str = "hmff-edge bench") -> str:
 
 def compare_rows(results: list[dict], baseline: str | None = None) -> list[dict]:
     """The paper's Table 5 (model, latency s, throughput) plus params, MACs, GFLOP/s."""
-    base = None
-    if results:
-        names = [_label(r) for r in results]
-        bi = names.index(baseline) if baseline in names else 0
-        base = (results[bi].get("throughput") or {}).get("best_images_per_s")
+    def ips_of(r):
+        return (r.get("throughput") or {}).get("best_images_per_s")
+
+    name = baseline or (_label(results[0]) if results else None)
+    # Each row is compared with the baseline model run the same way (runtime, quantization).
+    bases = {}
+    for r in results:
+        if _label(r) == name:
+            bases.setdefault((r.get("runtime"), r.get("quantization")), ips_of(r))
     rows = []
     for r in results:
+        base = bases.get((r.get("runtime"), r.get("quantization")))
         tp = r.get("throughput") or {}
         lat = r.get("latency") or {}
         m = r.get("model") or {}
         ips = tp.get("best_images_per_s")
         rows.append({
-            "model": _label(r), "latency_s": _f(lat["mean"] / 1000, 4) if lat.get("mean")
+            "model": f"{_label(r)} {tag(r)}", "latency_s": _f(lat["mean"] / 1000, 4) if lat.get("mean")
             else None, "throughput": _f(ips, 1), "best_batch": tp.get("best_batch"),
             "b1_ips": _f(tp.get("batch1_images_per_s"), 1),
             "params": f"{m['params'] / 1e6:.3f}M" if m.get("params") else None,
