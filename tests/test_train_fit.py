@@ -153,3 +153,19 @@ def test_cli_errors_and_bad_files(tmp_path):
     assert out["data"]["skipped"] == 2 and out["epochs_done"] == 1
     cfg = json.loads((tmp_path / "o4" / "config.json").read_text())
     assert cfg["skipped_files"] == 2
+
+
+def test_streaming_mode_and_mirrored_strategy(tmp_path):
+    """Data larger than the cache budget streams from disk (bad files still counted), and
+    --strategy mirrored trains through tf.distribute (one CPU replica here)."""
+    from hmff_edge.train import fit
+
+    messy = make_image_folder(tmp_path / "messy", classes=("a", "b"), per_class=6, size=16)
+    (messy / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 30)
+    r = fit(_cfg(messy, tmp_path / "s", epochs=1, cache_gb=1e-9), progress=False,
+            echo=lambda s: None)
+    assert r.data["mode"] == "streaming" and r.data["skipped"] == 1
+    assert r.metrics is not None and r.metrics["num_samples"] >= 1
+    r2 = fit(_cfg(messy, tmp_path / "m", epochs=1, strategy="mirrored"), progress=False,
+             echo=lambda s: None)
+    assert r2.epochs_done == 1 and (tmp_path / "m" / "metrics.json").is_file()

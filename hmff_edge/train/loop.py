@@ -287,6 +287,15 @@ def fit(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
         metrics = _finalize(run, cfg, data, history, split, keras)
     else:
         shutil.rmtree(run.root, ignore_errors=True)  # the scratch copy of a non-chief worker
+    if data.mode == "streaming":
+        # Streamed files are decoded (and found unreadable) during the epochs.
+        seen_bad: dict[str, str] = {}
+        for part in (data.train, data.val, data.test):
+            seen_bad.update(getattr(part, "skipped", {}) or {})
+        data.skipped = sorted(seen_bad.items())
+        if data.skipped:
+            echo(f"skipped {len(data.skipped)} unreadable image files while streaming "
+                 f"(first: {data.skipped[0][0]}: {data.skipped[0][1]})")
     return TrainResult(
         run_dir=run.root, config=record, history=history, metrics=metrics, eval_split=split,
         best_epoch=best_epoch, best_val_accuracy=best_acc, epochs_done=len(history),

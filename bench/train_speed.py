@@ -1,0 +1,142 @@
+#!/usr/bin/env python
+"""Training speed: HMFF variants vs MobileNetV1, and the input pipeline's cost.
+
+    .venv/bin/python bench/train_speed.py [--steps 20] [--batch 64] [--sizes 32 64]
+
+1. images/s of ``model.fit`` (Adam, batch 64, cross-entropy) for hmff-mobilenet-16ch,
+   hmff-mobilenet-64ch and mobilenet-v1 at each size, fed from in-memory tensors; the
+   ratio to mobilenet-v1 at the same size.
+2. pipeline cost for hmff-mobilenet-16ch at the first size: step time with the real
+   training pipeline (uint8 images held in memory -> shuffle -> batch -> augment ->
+   normalize -> prefetch; CIFAR-10 images when ../shared/data/cifar10 exists, else the
+   digits) against the same model fed pre-normalized tensors. Conditions alternate
+   (A B A B ...) and the median is reported, because the CPU may be shared.
+
+Writes bench/results/train_speed.json and .md (with the command and the machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def timed_fit(model, ds, steps: int) -> float:
+    t0 = time.perf_counter()
+    model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
+    ap.add_argument("--models", nargs="+",
+                    default=["mobilenet-v1", "hmff-mobilenet-16ch", "hmff-mobilenet-64ch"])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_speed"))
+    a = ap.parse_args()
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from hmff_edge.data import InMemoryData, decode_split, resolve_source, split_validation
+    from hmff_edge.metadata import DEFAULT_MEAN, DEFAULT_STD
+    from hmff_edge.models import build_model
+
+    def compiled(name, size):
+        keras.utils.set_random_seed(0)
+        m = build_model(name, img_size=size, num_classes=10)
+        m.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+        return m
+
+    def tensor_ds(size):
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((a.batch * 4, size, size, 3)).astype(np.float32)
+        y = rng.integers(0, 10, a.batch * 4).astype(np.int32)
+        return tf.data.Dataset.from_tensor_slices((x, y)).batch(a.batch).cache().repeat()
+
+    speed = []
+    for size in a.sizes:
+        steps = a.steps if size <= 32 else max(5, a.steps // 2)
+        for name in a.models:
+            m = compiled(name, size)
+            ds = tensor_ds(size)
+            timed_fit(m, ds, 3)  # trace/compile + warm-up
+            times = [timed_fit(m, ds, steps) for _ in range(a.repeats)]
+            ips = a.batch * steps / statistics.median(times)
+            speed.append({"model": name, "img_size": size, "images_per_s": round(ips, 1),
+                          "step_ms": round(1000 * statistics.median(times) / steps, 1)})
+            print(f"{name:>22} @ {size:>3}px: {ips:7.1f} images/s", flush=True)
+    for r in speed:
+        base = next(s for s in speed if s["model"] == "mobilenet-v1" and s["img_size"] == r["img_size"])
+        r["ratio_vs_mobilenet_v1"] = round(r["images_per_s"] / base["images_per_s"], 2)
+
+    # pipeline cost
+    size = a.sizes[0]
+    cifar = ROOT.parent / "shared" / "data" / "cifar10"
+    src = resolve_source(str(cifar) if (cifar / "train").is_dir() else None)
+    tr, _ = split_validation(src.train, 0.1, 0)
+    tr = tr.subset(np.arange(min(len(tr), 20 * a.batch * 4)))  # bounded decode
+    dec = decode_split(tr, size)
+    mem = InMemoryData(dec.images, dec.labels)
+    m = compiled("hmff-mobilenet-16ch", size)
+    real = mem.train_dataset(batch_size=a.batch, epoch=0, seed=0, augment=True,
+                             mean=DEFAULT_MEAN, std=DEFAULT_STD, drop_remainder=True).repeat()
+    fake = tensor_ds(size)
+    timed_fit(m, real, 3)
+    timed_fit(m, fake, 3)
+    t_real, t_fake = [], []
+    for _ in range(a.repeats + 2):
+        t_real.append(timed_fit(m, real, a.steps))
+        t_fake.append(timed_fit(m, fake, a.steps))
+    r_ms = 1000 * statistics.median(t_real) / a.steps
+    f_ms = 1000 * statistics.median(t_fake) / a.steps
+    pipe = {"model": "hmff-mobilenet-16ch", "img_size": size, "data": src.kind,
+            "pipeline_step_ms": round(r_ms, 1), "tensor_step_ms": round(f_ms, 1),
+            "overhead_percent": round(100 * (r_ms / f_ms - 1), 1)}
+    print(f"pipeline: {r_ms:.1f} ms/step vs in-memory tensors {f_ms:.1f} ms/step "
+          f"({pipe['overhead_percent']:+.1f}%)")
+
+    import psutil
+
+    res = {"command": "python bench/train_speed.py " + " ".join(sys.argv[1:]),
+           "batch": a.batch, "steps": a.steps, "repeats": a.repeats,
+           "machine": {"cpus": os.cpu_count(), "arch": platform.machine(),
+                       "load_avg_at_end": list(os.getloadavg()),
+                       "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
+           "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+           "training_speed": speed, "pipeline": pipe}
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
+    lines = [f"# Training speed ({res['command']})", "",
+             f"CPU: {os.cpu_count()} cores {platform.machine()}, load average at the end "
+             f"{os.getloadavg()[0]:.1f} (shared machine); batch {a.batch}, median of "
+             f"{a.repeats} runs of {a.steps} steps (half at 64 px).", "",
+             "| model | input | images/s | ms/step | vs mobilenet-v1 |", "|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['img_size']} | {r['images_per_s']} | {r['step_ms']} | "
+              f"{r['ratio_vs_mobilenet_v1']}x |" for r in speed]
+    lines += ["", f"Input pipeline ({pipe['data']} images, augmentation on, "
+              f"hmff-mobilenet-16ch @ {size}px): {pipe['pipeline_step_ms']} ms/step vs "
+              f"{pipe['tensor_step_ms']} ms/step from in-memory tensors = "
+              f"{pipe['overhead_percent']:+.1f}%.", ""]
+    out.with_suffix(".md").write_text("\n".join(lines))
+    print(f"wrote {out.with_suffix('.json')} and .md")
+
+
+if __name__ == "__main__":
+    main()
