@@ -94,3 +94,22 @@ def test_reader_on_model_without_hmff_metadata_and_corrupt_files(float_model, tm
     meta = make_metadata("tflite", 8)
     (tmp_path / "bare.json").write_text(meta.to_json())
     assert runtime.load(bare).labels == LABELS3
+
+
+def test_exporter_artifacts_load_from_embedded_metadata(tmp_path):
+    """The project's exporter output (real zoo model, 32 px) runs in the runtime with only the
+    metadata embedded in each file, and both formats agree."""
+    from hmff_edge.convert import export
+    from hmff_edge.convert.options import ExportOptions
+
+    out = tmp_path / "exp"
+    export("hmff-mobilenet-16ch", ExportOptions(formats=["tflite", "onnx"], quantizations=["none"],
+                                                out=out, img_size=32, verify=False))
+    for side in out.glob("*_fp32.json"):
+        side.unlink()  # force the embedded metadata path
+    tfl = runtime.load(out / "tflite_fp32.tflite")
+    onx = runtime.load(out / "onnx_fp32.onnx")
+    assert tfl.metadata.model == onx.metadata.model == "hmff-mobilenet-16ch"
+    assert tfl.sample_shape == onx.sample_shape == (32, 32, 3)
+    x = np.random.default_rng(0).normal(size=(3, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(tfl.predict(x), onx.predict(x), atol=1e-4)

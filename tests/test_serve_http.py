@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import re
 import socket
 import struct
 import zlib
@@ -273,7 +274,14 @@ def test_body_over_limit_refused_before_it_is_read(server, predictor):
     assert_still_serves(server, predictor)
 
 
+def _count_413(srv) -> int:
+    text = request(srv, "GET", "/metrics")[2].decode()
+    m = re.search(r'hmff_request_errors_total\{endpoint="v2_infer",code="413"\} (\d+)', text)
+    return int(m.group(1)) if m else 0
+
+
 def test_chunked_body_over_limit_refused_while_streaming(server, predictor):
+    before = _count_413(server)
     chunk = b"[" + b"0," * 32_000 + b"0]"
     sent = 0
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
@@ -292,6 +300,8 @@ def test_chunked_body_over_limit_refused_while_streaming(server, predictor):
     assert sent < 64 * MAX_BODY_MB * 1024 * 1024  # stopped long before the client finished
     if reply:  # the 413 normally arrives before the reset
         assert reply.startswith(b"HTTP/1.1 413"), reply[:100]
+    # Whether or not the reset beat the reply to the client, the server answered 413.
+    assert _count_413(server) == before + 1
     assert_still_serves(server, predictor)
 
 
