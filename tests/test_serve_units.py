@@ -169,3 +169,19 @@ def test_model_names_never_leave_the_served_directory(tmp_path):
     names = model_files(served)
     assert sorted(names) == ["a", "a.tflite"]
     assert all(p.resolve().parent == served.resolve() for p in names.values())
+
+
+def test_serve_cli_refuses_bad_arguments_cleanly(tmp_path):
+    from typer.testing import CliRunner
+
+    from hmff_edge.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["serve", str(tmp_path / "missing")])
+    assert res.exit_code == 2 and "does not exist" in res.output
+    (tmp_path / "empty").mkdir()
+    res = runner.invoke(app, ["serve", str(tmp_path / "empty")])
+    assert res.exit_code == 2 and "no .tflite or .onnx model" in res.output
+    bare = onnx_classifier(tmp_path / "bare" / "m.onnx", sidecar=False, embed=False)
+    res = runner.invoke(app, ["serve", str(bare.parent)])
+    assert res.exit_code == 2 and "could be loaded" in res.output and "m.onnx" in res.output

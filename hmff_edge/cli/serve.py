@@ -16,7 +16,7 @@ def serve(
     model: Path = typer.Argument(..., help="A .tflite/.onnx file, or a folder: every model in it "
                                            "is served under its file stem."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (loopback by default)."),
-    port: int = typer.Option(8080, "--port", min=0, max=65535),
+    port: int = typer.Option(8080, "--port", min=1, max=65535),
     max_batch: int = typer.Option(1, "--max-batch", min=1,
                                   help="Most samples coalesced into one inference (1: no "
                                        "coalescing; raise it where batches run faster per image)."),
@@ -35,8 +35,13 @@ def serve(
 ) -> None:
     """Serve MODEL over HTTP: Open Inference Protocol V2, TensorFlow Serving REST,
     image upload to /v1/models/NAME:classify, Prometheus /metrics."""
+    from hmff_edge.errors import ConfigError
     from hmff_edge.serve import ServeConfig
     from hmff_edge.serve import serve as run_server
+
+    levels = ("critical", "error", "warning", "info", "debug", "trace")
+    if log_level.lower() not in levels:
+        raise ConfigError(f"--log-level must be one of {', '.join(levels)}; got {log_level!r}")
 
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         typer.echo(f"Warning: binding to {host} without --api-key: anyone who can reach this "
@@ -49,4 +54,4 @@ def serve(
                    f"(ready in {info['load_s']} s; SIGTERM/Ctrl-C to stop)", err=True)
 
     run_server(str(model), host=host, port=port, config=cfg, threads=threads,
-               log_level=log_level, access_log=access_log, on_ready=ready)
+               log_level=log_level.lower(), access_log=access_log, on_ready=ready)
