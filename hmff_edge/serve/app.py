@@ -166,6 +166,7 @@ def create_app(predictors: dict[str, Predictor], config: ServeConfig | None = No
         m = lookup(request)
         body = await read_body(request, cfg.max_body_bytes)
         req = decode_v2(body, request.headers.get("inference-header-content-length"), m.predictor)
+        del body  # binary tensors are views of it and keep it alive; JSON ones free it now
         x = m.predictor.to_native(req.x) if req.is_float else req.x
         probs = await m.batcher.infer(x)
         content, headers = encode_v2(m.name, m.predictor.output_name, probs, req.binary_output,
@@ -185,6 +186,7 @@ def create_app(predictors: dict[str, Predictor], config: ServeConfig | None = No
         m = lookup(request)
         body = await read_body(request, cfg.max_body_bytes)
         x, key = decode_tfserving(body, m.predictor)
+        del body
         probs = await m.batcher.infer(m.predictor.to_native(x))
         return _json({key: np.asarray(probs, np.float32).tolist()})
 
@@ -201,6 +203,7 @@ def create_app(predictors: dict[str, Predictor], config: ServeConfig | None = No
         p = m.predictor
         # Decoding and resizing release the GIL in Pillow: off the event loop.
         x = await run_in_threadpool(p.preprocess, [image], max_pixels=cfg.max_image_pixels)
+        del body, image
         probs = await m.batcher.infer(p.to_native(x))
         return _json({"model_name": m.name, "predictions": p.top_k(probs, top_k)[0]})
 

@@ -43,7 +43,7 @@ class HTTPError(Exception):
         self.headers = headers or {}
 
 
-async def read_body(request: Any, limit: int) -> bytes:
+async def read_body(request: Any, limit: int) -> bytes | bytearray:
     """Read the request body, refusing with 413 as soon as it exceeds ``limit`` bytes.
 
     A declared ``Content-Length`` over the limit is refused before a byte is read; a chunked
@@ -61,21 +61,36 @@ async def read_body(request: Any, limit: int) -> bytes:
         if n > limit:
             raise HTTPError(413, f"request body of {n} bytes exceeds the limit of {limit} bytes",
                             close=True)
-    chunks: list[bytes] = []
-    total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise HTTPError(413, f"request body exceeds the limit of {limit} bytes", close=True)
-        chunks.append(chunk)
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    if declared is not None:
+        # Known length: one buffer filled in place (no chunk list + join doubling the peak).
+        buf = bytearray(n)
+        view = memoryview(buf)
+        total = 0
+        async for chunk in request.stream():
+            end = total + len(chunk)
+            if end > n:
+                raise HTTPError(400, f"request body longer than its Content-Length {n}", close=True)
+            view[total:end] = chunk
+            total = end
+        if total != n:
+            raise HTTPError(400, f"request body of {total} bytes, Content-Length said {n}")
+        body: bytes | bytearray = buf
+    else:
+        chunks: list[bytes] = []
+        total = 0
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise HTTPError(413, f"request body exceeds the limit of {limit} bytes", close=True)
+            chunks.append(chunk)
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         body = decompress(body, encoding, limit)
     return body
 
 
-def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+def decompress(body: bytes | bytearray, encoding: str, limit: int) -> bytes:
     """gzip / deflate request bodies (tritonclient can send them), bounded by ``limit`` so a
     small compressed body cannot expand into gigabytes."""
     if encoding == "gzip":
@@ -93,9 +108,11 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
     return out
 
 
-def json_depth(data: bytes | memoryview) -> int:
+def json_depth(data: bytes | bytearray | memoryview) -> int:
     """Maximum nesting depth of ``[``/``{`` in a JSON text, strings excluded (vectorized)."""
-    stripped = _STRING.sub(b"", bytes(data).translate(None, _NOT_STRUCTURE))
+    if isinstance(data, memoryview):
+        data = data.tobytes()
+    stripped = _STRING.sub(b"", bytes(data.translate(None, _NOT_STRUCTURE)))
     a = np.frombuffer(stripped, np.uint8)
     opens = (a == ord("[")) | (a == ord("{"))
     closes = (a == ord("]")) | (a == ord("}"))
@@ -105,7 +122,7 @@ def json_depth(data: bytes | memoryview) -> int:
     return int(np.cumsum(step).max())
 
 
-def parse_json(data: bytes | memoryview, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+def parse_json(data: bytes | bytearray | memoryview, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """Parse a JSON request body, refusing malformed text and excessive nesting with 400."""
     if not len(data):
         raise HTTPError(400, "empty request body; expected a JSON object")
@@ -113,7 +130,7 @@ def parse_json(data: bytes | memoryview, *, max_depth: int = MAX_JSON_DEPTH) -> 
     if depth > max_depth:
         raise HTTPError(400, f"JSON nested {depth} levels deep; at most {max_depth} allowed")
     try:
-        return json.loads(bytes(data))
+        return json.loads(data.tobytes() if isinstance(data, memoryview) else data)
     except (ValueError, RecursionError) as exc:
         raise HTTPError(400, f"malformed JSON: {exc}") from None
 
