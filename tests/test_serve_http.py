@@ -109,6 +109,10 @@ def test_v2_server_endpoints(server):
     assert request(server, "GET", "/v2/models/other/ready")[0] == 200
     status, _, body = request(server, "GET", "/v2/models/other")
     assert json.loads(body)["outputs"][0]["shape"] == [-1, 2]
+    status, _, body = request(server, "GET", "/v2/models/tiny/infer")
+    assert_error(status, body, 405, "method not allowed")
+    status, _, body = request(server, "GET", "/v2/models/nope")
+    assert_error(status, body, 404, "not found")
 
 
 def test_tf_serving_instances_and_inputs(server, predictor):
@@ -199,6 +203,12 @@ BAD_REQUESTS = [
     ("wrong input name", "/v2/models/tiny/infer", v2_json(FLOATS, name="image"), {}, 400,
      "unknown input"),
     ("two inputs", "/v2/models/tiny/infer", b'{"inputs": [{}, {}]}', {}, 400, "exactly one"),
+    ("unknown output", "/v2/models/tiny/infer",
+     json.dumps({**json.loads(v2_json(FLOATS)), "outputs": [{"name": "logits"}]}).encode(), {}, 400,
+     "unknown output"),
+    ("bad parameters", "/v2/models/tiny/infer",
+     json.dumps({"inputs": [{**json.loads(v2_json(FLOATS))["inputs"][0], "parameters": [1]}]}).encode(),
+     {}, 400, "parameters"),
     ("unknown model", "/v2/models/nope/infer", v2_json(FLOATS), {}, 404, "not found"),
     ("path escape", "/v2/models/..%2F..%2Fetc%2Fpasswd/infer", v2_json(FLOATS), {}, 404, ""),
     ("unknown model tf", "/v1/models/..:predict", b"{}", {}, 404, "not found"),
