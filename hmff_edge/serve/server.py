@@ -28,9 +28,16 @@ def _uvicorn_server_class():
         """uvicorn.Server that flips readiness on the first signal and does not re-raise the
         signal after its graceful shutdown (uvicorn's default), so the exit code is 0."""
 
-        def __init__(self, config: Any, state: ServerState) -> None:
+        def __init__(self, config: Any, state: ServerState,
+                     on_started: Callable[[], None] | None = None) -> None:
             super().__init__(config)
             self.state = state
+            self.on_started = on_started
+
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started and self.on_started is not None:
+                self.on_started()
 
         @contextlib.contextmanager
         def capture_signals(self) -> Generator[None, None, None]:
@@ -70,25 +77,10 @@ def serve(model_path: str, *, host: str = "127.0.0.1", port: int = 8080,
     ucfg = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
                           lifespan="on", timeout_graceful_shutdown=30, server_header=False,
                           date_header=False)
-    server = _uvicorn_server_class()(ucfg, state)
-    if on_ready is not None:
-        info = {"models": sorted(predictors), "host": host, "port": port}
 
-        async def _watch() -> None:  # started inside uvicorn's loop, reports once serving
-            import asyncio
+    def started() -> None:
+        if on_ready is not None:
+            on_ready({"models": sorted(predictors), "host": host, "port": port,
+                      "load_s": round(time.perf_counter() - t0, 3)})
 
-            while not server.started:
-                await asyncio.sleep(0.01)
-            info["load_s"] = round(time.perf_counter() - t0, 3)
-            on_ready(info)
-
-        orig_startup = server.startup
-
-        async def startup(sockets: Any = None) -> None:
-            import asyncio
-
-            asyncio.get_running_loop().create_task(_watch())
-            await orig_startup(sockets=sockets)
-
-        server.startup = startup  # type: ignore[method-assign]
-    server.run()
+    _uvicorn_server_class()(ucfg, state, started).run()
