@@ -152,19 +152,23 @@ def _graph_problems(target: Target, path: Path, hist, src: ResolvedSource) -> li
     return []
 
 
-_INTERLEAVES: dict[str, int] = {}
-
-
 def _interleave_count(src: ResolvedSource) -> int:
     """How many channel interleaves the model has (each may cost one TRANSPOSE)."""
-    key = str(src.keras_path)
-    if key not in _INTERLEAVES:
+    if src.interleaves is None:
+        model = _parent_model(src)
+        src.interleaves = sum(1 for layer in _walk(model)
+                              if "interleave" in type(layer).__name__.lower()
+                              or "shuffle" in type(layer).__name__.lower())
+    return src.interleaves
+
+
+def _parent_model(src: ResolvedSource):
+    """The Keras model in this process, loaded once (reference outputs, layer census)."""
+    if src.keras_model is None:
         from hmff_edge.convert.trace import load_keras
 
-        _INTERLEAVES[key] = sum(1 for layer in _walk(load_keras(src.keras_path))
-                                if "interleave" in type(layer).__name__.lower()
-                                or "shuffle" in type(layer).__name__.lower())
-    return _INTERLEAVES[key]
+        src.keras_model = load_keras(src.keras_path)
+    return src.keras_model
 
 
 def _walk(layer):
@@ -210,9 +214,7 @@ def _publish(produced, out: Path, report: ExportReport) -> None:
 
 
 def _keras_predict(src: ResolvedSource, x: np.ndarray) -> np.ndarray:
-    from hmff_edge.convert.trace import load_keras
-
-    model = load_keras(src.keras_path)
+    model = _parent_model(src)
     out = [np.asarray(model(x[i : i + 128], training=False), np.float32)
            for i in range(0, len(x), 128)]
     return np.concatenate(out)

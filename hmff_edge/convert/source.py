@@ -29,6 +29,8 @@ class ResolvedSource:
     has_data: bool = False  # config.json names the data (None there means the digits)
     run_dir: Path | None = None
     origin: str = ""  # what the user typed
+    keras_model: Any = field(default=None, repr=False)  # loaded on demand in the parent
+    interleaves: int | None = None
 
     @property
     def num_classes(self) -> int:

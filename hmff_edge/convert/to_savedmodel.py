@@ -33,11 +33,23 @@ def convert(spec: dict) -> dict:
     return {"path": spec["out"]}
 
 
-def op_histogram(path: str | Path) -> Counter:
-    """TF op types of the serving graph and its function library (Const/NoOp left out)."""
+_LOADED: dict[tuple[str, float], object] = {}
+
+
+def _signature(path: str | Path):
+    """The serving signature, loaded once per folder version (loading is slow)."""
     import tensorflow as tf
 
-    fn = tf.saved_model.load(str(path)).signatures[SIGNATURE]
+    key = (str(Path(path).resolve()), (Path(path) / "saved_model.pb").stat().st_mtime)
+    if key not in _LOADED:
+        _LOADED.clear()
+        _LOADED[key] = tf.saved_model.load(str(path))
+    return _LOADED[key].signatures[SIGNATURE]
+
+
+def op_histogram(path: str | Path) -> Counter:
+    """TF op types of the serving graph and its function library (Const/NoOp left out)."""
+    fn = _signature(path)
     gdef = fn.graph.as_graph_def()
     nodes = list(gdef.node) + [n for f in gdef.library.function for n in f.node_def]
     skip = {"Const", "NoOp", "Identity", "Placeholder", "ReadVariableOp", "VarHandleOp",
@@ -53,9 +65,7 @@ def embed_metadata(src: str | Path, dst: str | Path, meta_json: str) -> None:
 
 
 def io_specs(path: str | Path, labels: int) -> tuple[TensorSpec, TensorSpec]:
-    import tensorflow as tf
-
-    fn = tf.saved_model.load(str(path)).signatures[SIGNATURE]
+    fn = _signature(path)
     (iname, ispec), = fn.structured_input_signature[1].items()
     (oname, ospec), = fn.structured_outputs.items()
     return (TensorSpec(name=iname, dtype="float32", shape=[-1, *ispec.shape[1:]]),
@@ -65,7 +75,7 @@ def io_specs(path: str | Path, labels: int) -> tuple[TensorSpec, TensorSpec]:
 def predict(path: str | Path, x: np.ndarray, batch: int = 64) -> np.ndarray:
     import tensorflow as tf
 
-    fn = tf.saved_model.load(str(path)).signatures[SIGNATURE]
+    fn = _signature(path)
     (iname, _), = fn.structured_input_signature[1].items()
     out = []
     for start in range(0, len(x), batch):

@@ -1,0 +1,153 @@
+"""A real zoo variant (HMFF-MobileNet-16Ch, 32 px) exports to clean graphs: grouped 1x1 as
+grouped CONV_2D / Conv(group=g), one TRANSPOSE per channel interleave, dilated depthwise
+fused (no SPACE_TO_BATCH_ND), a resizable batch; and a deliberately broken calibration
+makes the int8 verification fail with a non-zero exit and no artifact left behind."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import make_image_folder
+from test_export_models import folder_arrays, zoo_model
+from typer.testing import CliRunner
+
+from hmff_edge.convert import ExportOptions, export
+
+pytestmark = pytest.mark.tf
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("zoo")
+    images = make_image_folder(root / "images", per_class=8, size=32)
+    model = zoo_model(root / "hmff16.keras", folder_arrays(images))
+    return root, images, model
+
+
+@pytest.fixture(scope="module")
+def zoo_export(zoo):
+    root, images, model = zoo
+    report = export(model, ExportOptions(formats="tflite,onnx", out=root / "out",
+                                         calib_data=images, progress=False))
+    return report, root / "out", model
+
+
+def layer_counts(model_path: Path) -> Counter:
+    from hmff_edge.convert.trace import load_keras
+
+    model = load_keras(model_path)
+    return Counter(type(la).__name__ for la in model._flatten_layers())
+
+
+def tflite_ops(path: Path) -> list[dict]:
+    """Per operator: name, filter/input channels (conv) and dilation (depthwise)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(path.read_bytes(), 0))
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    sg = m.subgraphs[0]
+    out = []
+    for op in sg.operators:
+        code = m.operatorCodes[op.opcodeIndex]
+        rec = {"op": names[max(code.builtinCode, code.deprecatedBuiltinCode)]}
+        if rec["op"] in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            rec["in_ch"] = int(sg.tensors[op.inputs[0]].shape[-1])
+            rec["filter_in_ch"] = int(sg.tensors[op.inputs[1]].shape[-1])
+            rec["dilation"] = int(op.builtinOptions.dilationWFactor)
+        out.append(rec)
+    return out
+
+
+def test_zoo_export_verifies(zoo_export):
+    report, out, _ = zoo_export
+    assert report.passed and [a.label for a in report.artifacts] == ["tflite-fp32", "onnx-fp32"]
+    for a in report.artifacts:
+        assert a.verification["max_abs_diff"] <= 1e-4 and a.verification["top1_agreement"] == 1
+
+
+def test_tflite_ops_grouped_conv_interleave_and_dilation(zoo_export):
+    report, out, model = zoo_export
+    ops = tflite_ops(out / "tflite_fp32.tflite")
+    hist = Counter(o["op"] for o in ops)
+    layers = layer_counts(model)
+    assert layers["ChannelInterleave"] > 0
+    assert hist["TRANSPOSE"] == layers["ChannelInterleave"]  # one TRANSPOSE per interleave
+    for bad in ("SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "SHAPE", "STRIDED_SLICE",
+                "BATCH_MATMUL", "CUSTOM", "PACK", "SPLIT"):
+        assert hist[bad] == 0, (bad, hist)
+    grouped = [o for o in ops if o["op"] == "CONV_2D" and o["filter_in_ch"] < o["in_ch"]]
+    assert len(grouped) >= layers["GroupedPointwiseConv2D"] // 2, hist
+    assert any(o["op"] == "DEPTHWISE_CONV_2D" and o["dilation"] > 1 for o in ops)
+
+
+def test_onnx_has_grouped_and_dilated_conv_and_dynamic_batch(zoo_export):
+    import onnx
+    from onnx import helper
+
+    _, out, _ = zoo_export
+    proto = onnx.load(str(out / "onnx_fp32.onnx"))
+    onnx.checker.check_model(proto)
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    convs = [{a.name: helper.get_attribute_value(a) for a in n.attribute}
+             for n in proto.graph.node if n.op_type == "Conv"]
+    assert any(c.get("group", 1) > 1 and c.get("kernel_shape") == [1, 1] for c in convs)
+    assert any(max(c.get("dilations", [1])) > 1 for c in convs)
+    assert not {n.op_type for n in proto.graph.node} & {"StatefulPartitionedCall", "Einsum"}
+
+
+def test_broken_calibration_fails_int8_and_leaves_nothing(zoo, tmp_path):
+    """Constant calibration images collapse every activation range: int8 top-1 agreement
+    drops far below 97%, the command exits 3 and the output folder holds no artifact."""
+    import numpy as np
+    from PIL import Image
+
+    from hmff_edge.cli import app
+
+    root, images, model = zoo
+    const = tmp_path / "constant" / "x"
+    const.mkdir(parents=True)
+    for i in range(8):
+        Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(const / f"{i}.png")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["export", str(model), "-f", "tflite", "-q", "int8",
+                                   "--calib-data", str(const.parent), "--eval-data",
+                                   str(images), "--out", str(out), "--quiet"])
+    assert res.exit_code == 3, res.output
+    assert "top-1 agreement" in res.output and "nothing written" in res.output
+    assert not [p for p in out.rglob("*") if p.is_file()], list(out.rglob("*"))
+
+
+def test_json_output_and_report(zoo, tmp_path):
+    """`--json` prints the report (and only the report) on stdout."""
+    from hmff_edge.cli import app
+
+    _, images, model = zoo
+    res = CliRunner().invoke(app, ["export", str(model), "-f", "tflite",
+                                   "--json", "--calib-data", str(images),
+                                   "--verify-samples", "8", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["passed"] and data["artifacts"][0]["label"] == "tflite-fp32"
+    assert data["artifacts"][0]["verification"]["max_abs_diff"] <= 1e-4
+    assert json.loads((tmp_path / "o" / "export_report.json").read_text())["passed"]
+
+
+@pytest.mark.slow
+def test_zoo_every_format(zoo, tmp_path):
+    """All seven artifacts of a zoo model (SavedModel in export mode included) verify.
+    int8 agreement is not asserted here: this model's weights are random."""
+    _, images, model = zoo
+    from hmff_edge.errors import VerificationError
+
+    try:
+        report = export(model, ExportOptions(formats="all", out=tmp_path / "o",
+                                             calib_data=images, progress=False))
+    except VerificationError as exc:
+        report = exc.report
+    by = {a.label: a for a in report.artifacts}
+    assert len(by) == 7 and all(not a.problems for a in report.artifacts), report.table()
+    for label in ("savedmodel", "tflite-fp32", "onnx-fp32"):
+        assert by[label].verification["passed"], report.table()
