@@ -18,6 +18,7 @@ applied to the uint8 pixels before normalization; evaluation never augments.
 from __future__ import annotations
 
 import math
+import sys
 import threading
 from collections.abc import Sequence
 
@@ -48,7 +49,9 @@ def augment_batch(images, seed_pair, *, crop_fraction: float = CROP_FRACTION,
     ``seed_pair`` is an int64 ``[2]`` tensor for the stateless generators, so the same
     (seed, epoch, step) gives the same augmentation.
     """
-    tf = _tf()
+    # No import statement or keras() call here: AutoGraph traces this function inside
+    # tf.data and warns about every builtin it cannot convert.
+    tf = sys.modules.get("tensorflow") or _tf()
     shape = tf.shape(images)
     n = shape[0]
     h = tf.cast(shape[1], tf.float32)
