@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -69,6 +70,13 @@ class TrainConfig:
         for k, v in base.items():
             if values.get(k) is None:
                 values[k] = v
+        if values["data"] is None:
+            values["data"] = "digits"  # explicit in config.json; resolve_source accepts it
+        elif os.path.exists(values["data"]):
+            # Absolute, so that export/evaluate find it from any working directory.
+            values["data"] = os.path.abspath(values["data"])
+        if values["test_data"] and os.path.exists(values["test_data"]):
+            values["test_data"] = os.path.abspath(values["test_data"])
         cfg = TrainConfig(**values)
         cfg.validate()
         return cfg

@@ -59,8 +59,9 @@ def _merge_for_resume(run: RunFolder, cfg: TrainConfig, explicit: set[str]) -> T
     if not run.config_path.is_file():
         raise ConfigError(f"nothing to resume in {str(run.root)!r}: it has no config.json")
     saved = TrainConfig.from_dict(run.read_json(run.config_path)["train"])
-    clash = [f"{k} (run: {getattr(saved, k)!r}, given: {getattr(cfg, k)!r})"
-             for k in IDENTITY_FIELDS if k in explicit and getattr(cfg, k) != getattr(saved, k)]
+    given = cfg.resolved()  # same path normalization as the saved config
+    clash = [f"{k} (run: {getattr(saved, k)!r}, given: {getattr(given, k)!r})"
+             for k in IDENTITY_FIELDS if k in explicit and getattr(given, k) != getattr(saved, k)]
     if clash:
         raise ConfigError("--resume cannot change " + "; ".join(clash)
                           + ". Start a new run with --overwrite or another --out")
