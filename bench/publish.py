@@ -115,6 +115,7 @@ def main() -> int:
     ap.add_argument("--no-profile", action="store_true")
     a = ap.parse_args()
     t0 = time.time()
+    load0 = os.getloadavg()[0]
     variants = [v for v in a.variants.split(",") if v]
     host = platform.node() or "host"
     out = Path(a.out or REPO / "bench" / "results" / f"{host}-litert-1thread-{a.img_size}px")
@@ -169,6 +170,7 @@ def main() -> int:
     write_outputs(results, out, baseline="mobilenet-v1")
     summary = summarize(results, peak, profiles, failures)
     summary.update(command=command, hardware=hw, seconds=round(time.time() - t0, 1),
+                   loadavg=f"{load0:.1f}/{os.getloadavg()[0]:.1f}",
                    versions=results[0]["versions"] if results else {})
     (out / "published.json").write_text(json.dumps(summary, indent=1))
     (out / "published.md").write_text(markdown(summary))
@@ -263,8 +265,10 @@ def markdown(s: dict) -> str:
 
     hw = s["hardware"]
     lines = ["# Published figures: LiteRT / ONNX Runtime / int8, 1 thread, batch 1, 224x224",
-             "", f"Hardware: {hw['cpu_model']}, {hw['cores']} cores (shared with other jobs "
-             "while measured: expect a few % noise; all ratios come from the same run). "
+             "", f"Hardware: {hw['cpu_model']}, {hw['cores']} cores, shared with other jobs while "
+             f"measured (load average at start/end: {s.get('loadavg', 'not recorded')}); "
+             "on a loaded machine single timings vary by up to 2x between runs, so compare "
+             "within one run, and see the 'from min' ratios and the op profiles. "
              f"Versions: {json.dumps(s['versions'])}.", "",
              f"Command: `{s['command']}` ({s['seconds']:.0f} s).", "",
              f"One core's fp32 peak (numpy sgemm 1024^3, 1 thread, best of 40): "
