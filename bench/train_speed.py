@@ -10,7 +10,8 @@
    training pipeline (uint8 images held in memory -> shuffle -> batch -> augment ->
    normalize -> prefetch; CIFAR-10 images when ../shared/data/cifar10 exists, else the
    digits) against the same model fed pre-normalized tensors. Conditions alternate
-   (A B A B ...) and the median is reported, because the CPU may be shared.
+   (A B A B ...) and the median is reported, because the CPU may be shared; the
+   models of one size are timed round-robin for the same reason.
 
 Writes bench/results/train_speed.json and .md (with the command and the machine).
 """
@@ -72,14 +73,19 @@ def main() -> None:
     speed = []
     for size in a.sizes:
         steps = a.steps if size <= 32 else max(5, a.steps // 2)
-        for name in a.models:
-            m = compiled(name, size)
-            ds = tensor_ds(size)
+        ds = tensor_ds(size)
+        models = {name: compiled(name, size) for name in a.models}
+        for m in models.values():
             timed_fit(m, ds, 3)  # trace/compile + warm-up
-            times = [timed_fit(m, ds, steps) for _ in range(a.repeats)]
-            ips = a.batch * steps / statistics.median(times)
+        # Round-robin repeats: on a shared CPU a load burst hits every model alike.
+        times: dict[str, list[float]] = {name: [] for name in a.models}
+        for _ in range(a.repeats):
+            for name, m in models.items():
+                times[name].append(timed_fit(m, ds, steps))
+        for name in a.models:
+            ips = a.batch * steps / statistics.median(times[name])
             speed.append({"model": name, "img_size": size, "images_per_s": round(ips, 1),
-                          "step_ms": round(1000 * statistics.median(times) / steps, 1)})
+                          "step_ms": round(1000 * statistics.median(times[name]) / steps, 1)})
             print(f"{name:>22} @ {size:>3}px: {ips:7.1f} images/s", flush=True)
     for r in speed:
         base = next(s for s in speed if s["model"] == "mobilenet-v1" and s["img_size"] == r["img_size"])
