@@ -15,22 +15,25 @@ from hmff_edge.cli._common import handle_errors, print_json
 def export_cmd(
     source: str = typer.Argument(..., help="Run folder (model.keras + config.json), a .keras "
                                  "file, or a variant name (random weights; see --img-size)."),
-    fmt: str = typer.Option("all", "--format", "-f", help="savedmodel | tflite | onnx | all "
-                            "(comma-separated list allowed)."),
+    fmt: str = typer.Option(None, "--format", "-f", help="savedmodel | tflite | onnx | all "
+                            "(comma-separated list allowed). Default all."),
     quantize: str = typer.Option(None, "--quantize", "-q", help="none | fp16 | dynamic | int8 "
                                  "| all (comma list). Default: none for one format, every "
                                  "supported one with --format all."),
     calib_data: Path = typer.Option(None, "--calib-data", help="Calibration image folder for "
                                     "int8 (default: the run's training data)."),
-    calib_samples: int = typer.Option(300, "--calib-samples", help="Calibration images."),
-    io_dtype: str = typer.Option("int8", "--io-dtype", help="Input/output of the int8 TFLite "
-                                 "model: int8 | uint8 | float32."),
+    calib_samples: int = typer.Option(None, "--calib-samples", help="Calibration images "
+                                      "(default 300)."),
+    io_dtype: str = typer.Option(None, "--io-dtype", help="Input/output of the int8 TFLite "
+                                 "model: int8 (default) | uint8 | float32."),
     eval_data: Path = typer.Option(None, "--eval-data", help="Labelled image folder to verify "
                                    "on (class subfolders; enables the accuracy check)."),
-    eval_samples: int = typer.Option(0, "--eval-samples", help="Images from --eval-data "
-                                     "(0 = all)."),
-    verify_samples: int = typer.Option(200, "--verify-samples", help="Images to verify on "
-                                       "when there is no --eval-data."),
+    eval_samples: int = typer.Option(None, "--eval-samples", help="Images from --eval-data "
+                                     "(default 0 = all)."),
+    verify_samples: int = typer.Option(None, "--verify-samples", help="Images to verify on "
+                                       "when there is no --eval-data (default 200)."),
+    recipe: Path = typer.Option(None, "--recipe", help="TOML with an [export] table of these "
+                                "options (convert/recipes/*.toml); flags given here win."),
     out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: RUN/export, "
                              "or exports/<model>)."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the comparison with Keras "
@@ -39,21 +42,23 @@ def export_cmd(
                                  "SOURCE (default 224)."),
     classes: int = typer.Option(None, "--classes", help="Classes for a variant-name SOURCE "
                                 "(default 10)."),
-    opset: int = typer.Option(17, "--opset", help="ONNX opset."),
+    opset: int = typer.Option(None, "--opset", help="ONNX opset (default 17)."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Export to SavedModel / TFLite / ONNX, verify each artifact against Keras in its own
     runtime, and write the artifacts with metadata plus export_report.json."""
     from hmff_edge.convert import ExportOptions, export
+    from hmff_edge.convert.options import load_recipe
     from hmff_edge.errors import VerificationError
 
-    options = ExportOptions(
-        formats=fmt, quantizations=quantize, out=out, calib_data=calib_data,
-        calib_samples=calib_samples, io_dtype=io_dtype, eval_data=eval_data,
-        eval_samples=eval_samples, verify_samples=verify_samples, verify=not no_verify,
-        img_size=img_size, classes=classes, opset=opset, progress=not (quiet or json_out),
-    )
+    given = {"formats": fmt, "quantizations": quantize, "calib_data": calib_data,
+             "calib_samples": calib_samples, "io_dtype": io_dtype, "eval_data": eval_data,
+             "eval_samples": eval_samples, "verify_samples": verify_samples, "opset": opset}
+    settings = load_recipe(recipe) if recipe is not None else {}
+    settings.update({k: v for k, v in given.items() if v is not None})
+    options = ExportOptions(out=out, verify=not no_verify, img_size=img_size, classes=classes,
+                            progress=not (quiet or json_out), **settings)
     options.validate()  # option errors before TensorFlow is imported
     try:
         report = export(source, options)

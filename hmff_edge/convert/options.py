@@ -165,3 +165,37 @@ def _names(value: list[str] | str, allowed: tuple[str, ...], what: str) -> list[
     if not names:
         raise ConfigError(f"no {what} given; choose from {', '.join(allowed)} or all")
     return [n for n in allowed if n in names]  # canonical order, no duplicates
+
+
+RECIPE_KEYS = ("formats", "quantizations", "calib_data", "calib_samples", "io_dtype",
+               "eval_data", "eval_samples", "verify_samples", "opset")
+
+
+def load_recipe(path: str | os.PathLike) -> dict:
+    """The ``[export]`` table of a recipe TOML (see ``convert/recipes/``), validated keys.
+
+    Relative data paths stay relative to the working directory (recipes are written to be
+    used from the repository root), matching what the CLI flags would mean.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"recipe {str(path)!r} does not exist")
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ImportError as exc:
+            raise ConfigError("reading a recipe on Python 3.10 needs `pip install tomli`") from exc
+    try:
+        data = tomllib.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"recipe {str(path)!r} is not valid TOML: {exc}") from exc
+    table = data.get("export")
+    if not isinstance(table, dict):
+        raise ConfigError(f"recipe {str(path)!r} has no [export] table")
+    unknown = sorted(set(table) - set(RECIPE_KEYS))
+    if unknown:
+        raise ConfigError(f"recipe {str(path)!r} has unknown keys {unknown}; known: "
+                          f"{', '.join(RECIPE_KEYS)}")
+    return dict(table)
