@@ -1,22 +1,26 @@
 """Dynamic batching: concurrent requests for one model coalesce into one inference.
 
-One asyncio task per model collects queued requests until it has ``max_batch`` samples or
-the oldest has waited ``max_delay_s``, then runs the batch on a dedicated single worker
-thread (so the event loop keeps accepting and parsing requests meanwhile, and the engine is
-only ever entered by one thread). While a batch runs, new requests queue up; their deadline
-has usually passed by the time the worker is free, so under load batches form without any
-added wait. The queue is bounded: when ``max_queue`` requests are waiting, :meth:`infer`
-raises :class:`QueueFull` at once (the server answers 503) instead of letting latency and
-memory grow without limit.
+Each model has one worker thread that owns the engine. Request handlers (on the event loop)
+put ``(tensor, future)`` items on a thread-safe queue; the worker takes the oldest, keeps
+taking until it has ``max_batch`` samples or the oldest has waited ``max_delay_s``, runs the
+batch, and hands each request its rows back through ``loop.call_soon_threadsafe``.
+
+The worker pulls its next batch itself, so back-to-back inferences never wait for the event
+loop (which may be busy receiving request bodies); it needs the GIL only briefly between
+engine calls, which release it. Under load requests queue up while a batch runs, so the next
+batch forms without added delay. The queue is bounded: with ``max_queue`` requests waiting,
+:meth:`Batcher.infer` raises :class:`QueueFull` at once (the server answers 503) instead of
+letting latency and memory grow without limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,8 +29,27 @@ class QueueFull(Exception):
     """The model's request queue is at ``max_queue``."""
 
 
+@dataclass
+class _Item:
+    x: np.ndarray
+    fut: asyncio.Future
+    t: float
+
+
+_STOP = object()
+
+
+def _resolve(fut: asyncio.Future, value: object, error: BaseException | None) -> None:
+    if fut.done():  # the client went away and the handler was cancelled
+        return
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(value)
+
+
 class Batcher:
-    def __init__(self, name: str, fn: Callable[[np.ndarray], np.ndarray], *, max_batch: int = 8,
+    def __init__(self, name: str, fn: Callable[[np.ndarray], np.ndarray], *, max_batch: int = 1,
                  max_delay_s: float = 0.002, max_queue: int = 64,
                  on_batch: Callable[[int, float], None] | None = None) -> None:
         if max_batch < 1 or max_queue < 1 or max_delay_s < 0:
@@ -38,95 +61,91 @@ class Batcher:
         self.max_delay_s = max_delay_s
         self.max_queue = max_queue
         self.on_batch = on_batch
-        self._items: deque[tuple[np.ndarray, asyncio.Future, float]] = deque()
-        self._wakeup: asyncio.Event | None = None
-        self._task: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"infer-{name}")
+        self._q: queue.Queue = queue.Queue()
+        self._carry: _Item | None = None  # taken from the queue but did not fit the batch
+        self._forming = 0  # requests gathered into the batch being formed (still waiting)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
-        self.in_flight = 0  # requests handed to the worker thread
 
     @property
     def depth(self) -> int:
-        """Requests waiting in the queue (not yet handed to the engine)."""
-        return len(self._items)
+        """Requests waiting for the engine: queued, or gathered into a batch still forming."""
+        return self._q.qsize() + (self._carry is not None) + self._forming
 
     def start(self) -> None:
-        self._wakeup = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._work, name=f"infer-{self.name}", daemon=True)
+        self._thread.start()
 
     async def stop(self) -> None:
         """Finish everything queued, then stop the worker."""
         self._stopping = True
-        if self._wakeup is not None:
-            self._wakeup.set()
-        if self._task is not None:
-            await self._task
-        self._executor.shutdown(wait=True)
+        self._q.put(_STOP)
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
 
     async def infer(self, x: np.ndarray) -> np.ndarray:
         """Queue one request (a batch of >= 1 samples); returns its rows of the output."""
         if self._stopping:
             raise QueueFull("the server is shutting down")
-        if len(self._items) >= self.max_queue:
-            raise QueueFull(f"model {self.name!r} has {len(self._items)} requests queued "
+        # Only the event loop adds items, so this check cannot race with another add.
+        if self.depth >= self.max_queue:
+            raise QueueFull(f"model {self.name!r} has {self.depth} requests queued "
                             f"(--max-queue {self.max_queue})")
         fut = asyncio.get_running_loop().create_future()
-        self._items.append((x, fut, time.monotonic()))
-        self._wakeup.set()  # type: ignore[union-attr]
+        self._q.put(_Item(x, fut, time.monotonic()))
         return await fut
 
-    async def _loop(self) -> None:
-        assert self._wakeup is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._items:
-                if self._stopping:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            deadline = self._items[0][2] + self.max_delay_s
-            while self._samples() < self.max_batch and not self._stopping:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._wakeup.clear()
+    # -- worker thread ----------------------------------------------------------------------
+    def _work(self) -> None:
+        stop = False
+        while not stop:
+            first = self._carry if self._carry is not None else self._q.get()
+            self._carry = None
+            if first is _STOP:
+                return
+            batch = [first]
+            self._forming = 1
+            n = len(first.x)
+            deadline = first.t + self.max_delay_s
+            while n < self.max_batch:
+                wait = deadline - time.monotonic()
                 try:
-                    await asyncio.wait_for(self._wakeup.wait(), remaining)
-                except asyncio.TimeoutError:
+                    nxt = self._q.get(timeout=wait) if wait > 0 else self._q.get_nowait()
+                except queue.Empty:
                     break
-            batch = self._take()
-            xs = [b[0] for b in batch]
-            x = xs[0] if len(xs) == 1 else np.concatenate(xs)
-            self.in_flight = len(batch)
-            t0 = time.perf_counter()
-            try:
-                y = await loop.run_in_executor(self._executor, self.fn, x)
-            except Exception as exc:  # engine failure: every request of the batch gets it
-                for _, fut, _ in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            finally:
-                self.in_flight = 0
-            if self.on_batch is not None:
-                self.on_batch(len(x), time.perf_counter() - t0)
-            start = 0
-            for xi, fut, _ in batch:
-                n = len(xi)
-                if not fut.done():  # the client may have gone away
-                    fut.set_result(y[start : start + n])
-                start += n
+                if nxt is _STOP:
+                    stop = True
+                    break
+                if n + len(nxt.x) > self.max_batch:
+                    self._carry = nxt
+                    break
+                batch.append(nxt)
+                self._forming = len(batch)
+                n += len(nxt.x)
+            self._forming = 0
+            self._run(batch)
+        # Drain what is left (only the carried item can remain after _STOP).
+        if self._carry is not None:
+            item, self._carry = self._carry, None
+            self._run([item])
 
-    def _samples(self) -> int:
-        return sum(len(x) for x, _, _ in self._items)
-
-    def _take(self) -> list[tuple[np.ndarray, asyncio.Future, float]]:
-        """Oldest requests up to ``max_batch`` samples (always at least one request)."""
-        taken = [self._items.popleft()]
-        total = len(taken[0][0])
-        while self._items and total + len(self._items[0][0]) <= self.max_batch:
-            item = self._items.popleft()
-            taken.append(item)
-            total += len(item[0])
-        return taken
+    def _run(self, batch: list[_Item]) -> None:
+        assert self._loop is not None
+        x = batch[0].x if len(batch) == 1 else np.concatenate([b.x for b in batch])
+        t0 = time.perf_counter()
+        try:
+            y = self.fn(x)
+        except Exception as exc:  # engine failure: every request of the batch gets it
+            for b in batch:
+                self._loop.call_soon_threadsafe(_resolve, b.fut, None, exc)
+            return
+        seconds = time.perf_counter() - t0
+        if self.on_batch is not None:
+            self._loop.call_soon_threadsafe(self.on_batch, len(x), seconds)
+        start = 0
+        for b in batch:
+            n = len(b.x)
+            self._loop.call_soon_threadsafe(_resolve, b.fut, y[start : start + n], None)
+            start += n
