@@ -38,6 +38,8 @@ def train_cmd(
     bn_recalibrate: int = typer.Option(None, "--bn-recalibrate", help="Batches used to "
                                        "re-estimate BatchNorm statistics after each epoch "
                                        "(default 50; 0 = off)."),
+    cache_gb: float = typer.Option(None, "--cache-gb", help="Hold decoded images in memory up "
+                                   "to this many GiB (default 4); larger data streams from disk."),
     seed: int = typer.Option(None, "--seed", help="Seed for split, shuffling, init (default 0)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its "
                                 "last completed epoch."),
@@ -57,7 +59,7 @@ def train_cmd(
         "batch_size": batch_size, "lr": lr, "val_split": val_split, "test_data": test_data,
         "seed": seed, "early_stopping": early_stopping, "strategy": strategy,
         "augment": False if no_augment else None, "train_limit": train_limit,
-        "bn_recalibrate": bn_recalibrate,
+        "bn_recalibrate": bn_recalibrate, "cache_gb": cache_gb,
     }
     explicit = {k for k, v in given.items() if v is not None}
     cfg = TrainConfig(out=str(out), **{k: v for k, v in given.items() if v is not None})
