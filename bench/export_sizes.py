@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hmff_edge.convert import ExportOptions, export  # noqa: E402
+from hmff_edge.errors import VerificationError  # noqa: E402
 from hmff_edge.metadata import atomic_write_bytes  # noqa: E402
 
 LABELS = ["savedmodel", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8",
@@ -71,13 +72,18 @@ def main(argv: list[str] | None = None) -> int:
             model = models.build_model(name, img_size=args.img_size, num_classes=10)
             params = models.count_params(model)
             del model
-            report = export(name, ExportOptions(
-                formats="all", out=Path(tmp) / name, img_size=args.img_size, classes=10,
-                calib_data=calib, calib_samples=args.calib_samples, verify=False,
-                progress=False))
+            try:
+                report = export(name, ExportOptions(
+                    formats="all", out=Path(tmp) / name, img_size=args.img_size, classes=10,
+                    calib_data=calib, calib_samples=args.calib_samples, verify=False,
+                    progress=False))
+            except VerificationError as exc:  # graph-check failures: sizes still measured
+                report = exc.report
             sizes = {a.label: a.size_bytes for a in report.artifacts}
             ops = {a.label: sum(a.ops.values()) for a in report.artifacts}
+            problems = {a.label: a.problems for a in report.artifacts if a.problems}
             row = {"variant": name, "params": params, "bytes": sizes, "ops": ops,
+                   "graph_problems": problems,
                    "ratios": {
                        "tflite_int8/fp32": sizes["tflite-int8"] / sizes["tflite-fp32"],
                        "tflite_fp16/fp32": sizes["tflite-fp16"] / sizes["tflite-fp32"],
@@ -116,6 +122,9 @@ def markdown(result: dict) -> str:
                  *[f"{r['bytes'][label] / 1e6:.3f}" for label in LABELS],
                  f"{r['ratios']['tflite_int8/fp32']:.3f}", f"{r['ratios']['onnx_int8/fp32']:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    for r in result["rows"]:
+        for label, probs in r.get("graph_problems", {}).items():
+            lines.append(f"\n- graph check failed for {r['variant']} {label}: {'; '.join(probs)}")
     lines += ["", "SavedModel is the folder's total size. ONNX int8 is static QDQ (weights int8, "
               "plus Quantize/Dequantize nodes and per-channel scales)."]
     return "\n".join(lines) + "\n"

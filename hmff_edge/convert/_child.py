@@ -23,8 +23,11 @@ from pathlib import Path
 from hmff_edge import errors
 from hmff_edge.errors import ArtifactError, HmffEdgeError
 
+CHILD_TIMEOUT_S = 3600  # a conversion that hangs this long is a bug, not a slow machine
 
-def run_in_child(module: str, function: str, spec: dict, *, what: str) -> dict:
+
+def run_in_child(module: str, function: str, spec: dict, *, what: str,
+                 timeout: float = CHILD_TIMEOUT_S) -> dict:
     """Call ``module.function(spec)`` in a child Python and return its dict result."""
     with tempfile.TemporaryDirectory(prefix="hmff-child-") as tmp:
         spec_path, result_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
@@ -34,11 +37,15 @@ def run_in_child(module: str, function: str, spec: dict, *, what: str) -> dict:
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         env.setdefault("KERAS_BACKEND", "tensorflow")
-        proc = subprocess.run(
-            [sys.executable, "-m", "hmff_edge.convert._child", module, function,
-             str(spec_path), str(result_path)],
-            env=env, capture_output=True, text=True,
-        )
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "hmff_edge.convert._child", module, function,
+                 str(spec_path), str(result_path)],
+                env=env, capture_output=True, text=True, timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            raise ArtifactError(f"{what}: the conversion process ran over {timeout:.0f} s "
+                                "and was stopped") from None
         if result_path.is_file():
             result = json.loads(result_path.read_text())
         else:

@@ -14,6 +14,7 @@ raises: :class:`VerificationError` (exit 3) for a failed check, with ``.report``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -69,8 +70,10 @@ def export(source: str | os.PathLike, options: ExportOptions | None = None) -> E
             report.verify_images, report.verify_source = len(verify_set), verify_set.source
             if verify_set.y is not None:
                 report.keras_accuracy = float((reference.argmax(1) == verify_set.y).mean())
+        created = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+        published = False
         try:
             produced = _convert_all(src, options, targets, stage, calib_npy, verify_set,
                                     reference, report)
@@ -84,8 +87,12 @@ def export(source: str | os.PathLike, options: ExportOptions | None = None) -> E
                 err.report = report  # type: ignore[attr-defined]
                 raise err
             _publish(produced, out, report)
+            published = True
         finally:
             shutil.rmtree(stage, ignore_errors=True)
+            if created and not published:  # leave no trace of a failed export
+                with contextlib.suppress(OSError):
+                    out.rmdir()
     return report
 
 
