@@ -393,7 +393,8 @@ def main() -> None:
                     r["throughput_all"] = [t["throughput"] for t in tries]
                     r["errors"] = sum(t["errors"] for t in tries)
                     r["ratio_to_adjacent_raw"] = r["throughput"] / r["raw_adjacent"]
-                    peak = max(peak, ps.memory_info().rss / 2**20)
+                    r["server_rss_mb"] = ps.memory_info().rss / 2**20
+                    peak = max(peak, r["server_rss_mb"])
                     r.update(kind=kind, concurrency=c, ratio_to_raw=r["throughput"] / best_raw)
                     runs.append(r)
                     print(f"{kind:14s} c={c:3d} {r['throughput']:7.1f} req/s  p50 {r['p50_ms']:7.1f} ms"
@@ -452,15 +453,16 @@ def write_results(out: Path, r: dict) -> None:
         "a window that opens once every client has completed one request.",
         "",
         "| kind | clients | req/s (best run) | each run | p50 ms | p99 ms | errors | "
-        "ratio to raw best | adjacent raw img/s | ratio to adjacent raw |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "ratio to raw best | adjacent raw img/s | ratio to adjacent raw | server RSS after, MB |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for x in r["runs"]:
         each = ", ".join(f"{t:.1f}" for t in x.get("throughput_all", [x["throughput"]]))
         lines.append(f"| {x['kind']} | {x['concurrency']} | {x['throughput']:.1f} | {each} | "
                      f"{x['p50_ms']:.1f} | "
                      f"{x['p99_ms']:.1f} | {x['errors']} | {x['ratio_to_raw']:.2f} | "
-                     f"{x['raw_adjacent']:.1f} | {x['ratio_to_adjacent_raw']:.2f} |")
+                     f"{x['raw_adjacent']:.1f} | {x['ratio_to_adjacent_raw']:.2f} | "
+                     f"{x.get('server_rss_mb', float('nan')):.0f} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
