@@ -185,3 +185,29 @@ def test_serve_cli_refuses_bad_arguments_cleanly(tmp_path):
     bare = onnx_classifier(tmp_path / "bare" / "m.onnx", sidecar=False, embed=False)
     res = runner.invoke(app, ["serve", str(bare.parent)])
     assert res.exit_code == 2 and "could be loaded" in res.output and "m.onnx" in res.output
+
+
+def test_body_budget_makes_requests_wait_not_fail():
+    from hmff_edge.serve.limits import BodyBudget
+
+    class Req:
+        def __init__(self, length):
+            self.headers = {} if length is None else {"content-length": str(length)}
+
+    async def main():
+        b = BodyBudget(100)
+        assert b.size_of(Req(30), 1000) == 30
+        assert b.size_of(Req(None), 60) == 60  # chunked: reserve the body limit
+        with pytest.raises(HTTPError) as e:
+            b.size_of(Req(2000), 1000)  # refused at once, never queued for the budget
+        assert e.value.status == 413
+        await b.acquire(60)
+        await b.acquire(30)
+        waiter = asyncio.ensure_future(b.acquire(30))
+        await asyncio.sleep(0.01)
+        assert not waiter.done() and b.free == 10  # waits instead of over-committing
+        await b.release(60)
+        await asyncio.wait_for(waiter, 1)
+        assert b.free == 40
+
+    asyncio.run(main())

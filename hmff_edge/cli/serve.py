@@ -26,6 +26,9 @@ def serve(
                                   help="Requests waiting per model before new ones get 503."),
     max_body_mb: float = typer.Option(16.0, "--max-body-mb", min=0.001,
                                       help="Largest request body (413 beyond, checked while streaming)."),
+    max_buffered_mb: float = typer.Option(64.0, "--max-buffered-mb", min=0.001,
+                                          help="Request bodies held at once over all "
+                                               "connections; further uploads wait."),
     api_key: str = typer.Option(None, "--api-key", envvar="HMFF_EDGE_API_KEY",
                                 help="Require 'Authorization: Bearer KEY' (liveness/readiness stay open)."),
     threads: int = typer.Option(None, "--threads", min=1,
@@ -47,7 +50,8 @@ def serve(
         typer.echo(f"Warning: binding to {host} without --api-key: anyone who can reach this "
                    "port can use the models.", err=True)
     cfg = ServeConfig(max_batch=max_batch, max_delay_ms=max_delay_ms, max_queue=max_queue,
-                      max_body_mb=max_body_mb, api_key=api_key)
+                      max_body_mb=max_body_mb, max_buffered_mb=max_buffered_mb,
+                      api_key=api_key)
 
     def ready(info: dict) -> None:
         typer.echo(f"Serving {', '.join(info['models'])} on http://{host}:{port} "

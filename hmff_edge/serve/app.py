@@ -24,7 +24,7 @@ from hmff_edge import __version__
 from hmff_edge.errors import DataError, HmffEdgeError
 from hmff_edge.runtime import Predictor
 from hmff_edge.serve.batching import Batcher, QueueFull
-from hmff_edge.serve.limits import HTTPError, read_body
+from hmff_edge.serve.limits import BodyBudget, HTTPError, read_body
 from hmff_edge.serve.metrics import Metrics
 from hmff_edge.serve.protocol import decode_tfserving, decode_v2, encode_v2, v2_datatype
 
@@ -46,6 +46,7 @@ class ServeConfig:
     max_delay_ms: float = 2.0
     max_queue: int = 64
     max_body_mb: float = 16.0
+    max_buffered_mb: float = 64.0  # request bodies held at once, all connections together
     api_key: str | None = None
     max_image_pixels: int = 16_000_000  # decompression-bomb bound for :classify uploads
     default_top_k: int = 5
@@ -53,6 +54,11 @@ class ServeConfig:
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_body_mb * 1024 * 1024)
+
+    @property
+    def max_buffered_bytes(self) -> int:
+        # Never below one maximal body, or such a request could wait forever.
+        return max(int(self.max_buffered_mb * 1024 * 1024), self.max_body_bytes)
 
 
 @dataclass
@@ -122,6 +128,18 @@ def create_app(predictors: dict[str, Predictor], config: ServeConfig | None = No
                           on_batch=lambda n, s, _m=name: metrics.observe_batch(_m, n, s))
         st.models[name] = ServedModel(name, p, batcher)
     metrics.queue_depth = lambda: {n: m.batcher.depth for n, m in st.models.items()}
+    budget: list[BodyBudget] = []  # created on the server's event loop (lifespan startup)
+
+    @contextlib.asynccontextmanager
+    async def buffered(request: Request):
+        """Reserve the body's bytes in the shared budget while it is read and decoded."""
+        b = budget[0]
+        n = b.size_of(request, cfg.max_body_bytes)
+        await b.acquire(n)
+        try:
+            yield
+        finally:
+            await b.release(n)
 
     def lookup(request: Request) -> ServedModel:
         name = request.path_params["model"]
@@ -164,9 +182,11 @@ def create_app(predictors: dict[str, Predictor], config: ServeConfig | None = No
     @_guard
     async def v2_infer(request: Request) -> Response:
         m = lookup(request)
-        body = await read_body(request, cfg.max_body_bytes)
-        req = decode_v2(body, request.headers.get("inference-header-content-length"), m.predictor)
-        del body  # binary tensors are views of it and keep it alive; JSON ones free it now
+        async with buffered(request):
+            body = await read_body(request, cfg.max_body_bytes)
+            req = decode_v2(body, request.headers.get("inference-header-content-length"),
+                            m.predictor)
+            del body  # binary tensors are views of it and keep it alive; JSON ones free it now
         x = m.predictor.to_native(req.x) if req.is_float else req.x
         probs = await m.batcher.infer(x)
         content, headers = encode_v2(m.name, m.predictor.output_name, probs, req.binary_output,
@@ -184,9 +204,10 @@ def create_app(predictors: dict[str, Predictor], config: ServeConfig | None = No
     @_guard
     async def tf_predict(request: Request) -> Response:
         m = lookup(request)
-        body = await read_body(request, cfg.max_body_bytes)
-        x, key = decode_tfserving(body, m.predictor)
-        del body
+        async with buffered(request):
+            body = await read_body(request, cfg.max_body_bytes)
+            x, key = decode_tfserving(body, m.predictor)
+            del body
         probs = await m.batcher.infer(m.predictor.to_native(x))
         return _json({key: np.asarray(probs, np.float32).tolist()})
 
@@ -194,16 +215,18 @@ def create_app(predictors: dict[str, Predictor], config: ServeConfig | None = No
     async def tf_classify(request: Request) -> Response:
         m = lookup(request)
         top_k = _top_k(request, cfg.default_top_k, len(m.predictor.labels))
-        body = await read_body(request, cfg.max_body_bytes)
-        ctype = request.headers.get("content-type", "")
-        image = await _multipart_image(request, body) if ctype.startswith("multipart/") else body
-        if not image:
-            raise HTTPError(400, "no image in the request: send the file as the raw body or as a "
-                                 "multipart/form-data upload")
         p = m.predictor
-        # Decoding and resizing release the GIL in Pillow: off the event loop.
-        x = await run_in_threadpool(p.preprocess, [image], max_pixels=cfg.max_image_pixels)
-        del body, image
+        async with buffered(request):
+            body = await read_body(request, cfg.max_body_bytes)
+            ctype = request.headers.get("content-type", "")
+            image = await _multipart_image(request, body) if ctype.startswith("multipart/") \
+                else body
+            if not image:
+                raise HTTPError(400, "no image in the request: send the file as the raw body or "
+                                     "as a multipart/form-data upload")
+            # Decoding and resizing release the GIL in Pillow: off the event loop.
+            x = await run_in_threadpool(p.preprocess, [image], max_pixels=cfg.max_image_pixels)
+            del body, image
         probs = await m.batcher.infer(p.to_native(x))
         return _json({"model_name": m.name, "predictions": p.top_k(probs, top_k)[0]})
 
@@ -212,6 +235,7 @@ def create_app(predictors: dict[str, Predictor], config: ServeConfig | None = No
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def startup() -> None:
+        budget.append(BodyBudget(cfg.max_buffered_bytes))
         for m in st.models.values():
             m.batcher.start()
         st.ready = True

@@ -43,6 +43,24 @@ class HTTPError(Exception):
         self.headers = headers or {}
 
 
+def declared_length(request: Any, limit: int) -> int | None:
+    """The request's ``Content-Length`` (None when chunked), refused with 413 when over
+    ``limit`` before a byte of the body is read."""
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return None
+    try:
+        n = int(declared)
+    except ValueError:
+        raise HTTPError(400, f"invalid Content-Length {declared!r}", close=True) from None
+    if n < 0:
+        raise HTTPError(400, f"invalid Content-Length {declared!r}", close=True)
+    if n > limit:
+        raise HTTPError(413, f"request body of {n} bytes exceeds the limit of {limit} bytes",
+                        close=True)
+    return n
+
+
 async def read_body(request: Any, limit: int) -> bytes | bytearray:
     """Read the request body, refusing with 413 as soon as it exceeds ``limit`` bytes.
 
@@ -50,18 +68,8 @@ async def read_body(request: Any, limit: int) -> bytes | bytearray:
     (or lying) body is counted while it streams and refused the moment it crosses the limit,
     so the server never holds more than ``limit`` bytes of one request.
     """
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            n = int(declared)
-        except ValueError:
-            raise HTTPError(400, f"invalid Content-Length {declared!r}", close=True) from None
-        if n < 0:
-            raise HTTPError(400, f"invalid Content-Length {declared!r}", close=True)
-        if n > limit:
-            raise HTTPError(413, f"request body of {n} bytes exceeds the limit of {limit} bytes",
-                            close=True)
-    if declared is not None:
+    n = declared_length(request, limit)
+    if n is not None:
         # Known length: one buffer filled in place (no chunk list + join doubling the peak).
         buf = bytearray(n)
         view = memoryview(buf)
@@ -166,3 +174,37 @@ def num_elements(shape: Sequence[int]) -> int:
 def _short(value: Any, limit: int = 120) -> str:
     text = json.dumps(value) if not isinstance(value, str) else repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class BodyBudget:
+    """Bounds the request-body bytes held at once across all connections.
+
+    A request reserves its declared ``Content-Length`` (or the body limit when the length is
+    unknown, i.e. chunked) before its body is read, and releases it once the body is decoded.
+    When the budget is spent, further requests wait (their bytes stay in the kernel: uvicorn
+    stops reading a connection whose body is not consumed) instead of all being buffered:
+    64 clients uploading 3 MB JSON bodies at once hold at most ``total`` bytes, not 200 MB.
+    """
+
+    def __init__(self, total: int) -> None:
+        import asyncio
+
+        self.total = total
+        self.free = total
+        self._cond = asyncio.Condition()
+
+    def size_of(self, request: Any, limit: int) -> int:
+        """Bytes to reserve; raises the same 400/413 as :func:`read_body` for a bad or
+        oversized ``Content-Length``, so such requests are refused without waiting."""
+        n = declared_length(request, limit)
+        return min(limit if n is None else n, self.total)
+
+    async def acquire(self, n: int) -> None:
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.free >= n)
+            self.free -= n
+
+    async def release(self, n: int) -> None:
+        async with self._cond:
+            self.free += n
+            self._cond.notify_all()
