@@ -54,7 +54,8 @@ def _calibration_folder(arg: str | None, tmp: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--img-size", type=int, default=32)
-    ap.add_argument("--variants", default="", help="comma list (default: every zoo variant)")
+    ap.add_argument("--variants", default="", help="comma list (default: every zoo variant "
+                    "with the paper's activation; -hs/-relu6 twins have the same weights)")
     ap.add_argument("--calib-data", default=None)
     ap.add_argument("--calib-samples", type=int, default=32)
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "export_sizes"))
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from hmff_edge import models
 
-    variants = [v for v in args.variants.split(",") if v] or models.list_models()
+    variants = [v for v in args.variants.split(",") if v] or [
+        v for v in models.list_models() if not v.endswith(("-hs", "-relu6"))]
     rows = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

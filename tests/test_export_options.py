@@ -35,6 +35,10 @@ def test_one_format_defaults_to_float_and_lists_are_canonical():
         "tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8"]
     assert labels(ExportOptions(formats="all", quantizations="int8").targets()) == [
         "tflite-int8", "onnx-int8"]
+    assert labels(ExportOptions(formats="tflite,onnx", quantizations="fp16,int8").targets()) == [
+        "tflite-fp16", "tflite-int8", "onnx-int8"]
+    with pytest.raises(ConfigError, match="no requested format has a 'fp16'"):
+        ExportOptions(formats="savedmodel,onnx", quantizations="none,fp16").targets()
 
 
 def test_artifact_names_are_unique_so_sidecars_never_collide():

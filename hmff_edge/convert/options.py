@@ -89,16 +89,18 @@ class ExportOptions:
             quants_given = "all" if fmts == list(FORMATS) and _is_all(self.formats) else "none"
         quants = _names(quants_given, QUANTIZATIONS, "quantization")
         lenient = _is_all(self.formats) or _is_all(quants_given)
-        out: list[Target] = []
-        for f in fmts:
+        out = [Target(f, q) for f in fmts for q in quants if q in SUPPORTED[f]]
+        if not lenient:
+            # Lists combine as far as they exist (tflite,onnx x fp16,int8 -> tflite-fp16,
+            # tflite-int8, onnx-int8); a format or quantization left with nothing is an error.
+            for f in fmts:
+                if not any(t.format == f for t in out):
+                    raise ConfigError(f"format {f!r} has no {'/'.join(repr(q) for q in quants)} "
+                                      f"quantization; {f} supports {', '.join(SUPPORTED[f])}")
             for q in quants:
-                if q in SUPPORTED[f]:
-                    out.append(Target(f, q))
-                elif not lenient:
-                    raise ConfigError(
-                        f"format {f!r} has no {q!r} quantization; {f} supports "
-                        f"{', '.join(SUPPORTED[f])}"
-                    )
+                if not any(t.quantization == q for t in out):
+                    raise ConfigError(f"no requested format has a {q!r} quantization "
+                                      f"({'; '.join(f'{f}: ' + ', '.join(SUPPORTED[f]) for f in fmts)})")
         if not out:
             raise ConfigError(
                 f"no artifact to export for formats={self.formats!r} "
