@@ -223,3 +223,25 @@ def test_activation_variants_registered():
     v = get_variant("hmff-mobilenet-16ch-hs")
     assert v.activation == "hard_swish" and v.base_name == "hmff-mobilenet-16ch"
     assert math.isclose(v.paper_params, 0.245e6)
+
+
+@pytest.mark.parametrize("groups", [2, 4, 8])
+def test_grouped_pointwise_forms_match_numpy(groups):
+    """Both training forms (dense block-diagonal, batched matmul) and the export form compute
+    the grouped 1x1 convolution defined group by group in numpy."""
+    from hmff_edge.models.layers import GroupedPointwiseConv2D, export_mode
+
+    rng = np.random.default_rng(groups)
+    x = rng.normal(size=(2, 3, 3, 16)).astype("float32")
+    layer = GroupedPointwiseConv2D(24, groups)
+    train_out = np.asarray(layer(x))
+    with export_mode():
+        export_out = np.asarray(layer(x))
+    k = np.asarray(layer.kernel)[0, 0]  # (16/g, 24)
+    cin_g, fg = 16 // groups, 24 // groups
+    ref = np.concatenate(
+        [x[..., j * cin_g:(j + 1) * cin_g] @ k[:, j * fg:(j + 1) * fg] for j in range(groups)],
+        axis=-1,
+    )
+    np.testing.assert_allclose(train_out, ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(export_out, ref, rtol=1e-5, atol=1e-5)
