@@ -100,7 +100,8 @@ def test_onnx_has_grouped_and_dilated_conv_and_dynamic_batch(zoo_export):
 
 def test_broken_calibration_fails_int8_and_leaves_nothing(zoo, tmp_path):
     """Constant calibration images collapse every activation range: int8 top-1 agreement
-    drops far below 97%, the command exits 3 and the output folder holds no artifact."""
+    drops far below 97%, the command exits 3, and no int8 file (nor its sidecar, nor a
+    staging folder) remains; the fp32 model exported beside it passed and is published."""
     import numpy as np
     from PIL import Image
 
@@ -112,12 +113,16 @@ def test_broken_calibration_fails_int8_and_leaves_nothing(zoo, tmp_path):
     for i in range(8):
         Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(const / f"{i}.png")
     out = tmp_path / "out"
-    res = CliRunner().invoke(app, ["export", str(model), "-f", "tflite", "-q", "int8",
+    res = CliRunner().invoke(app, ["export", str(model), "-f", "tflite", "-q", "none,int8",
                                    "--calib-data", str(const.parent), "--eval-data",
                                    str(images), "--out", str(out), "--quiet"])
     assert res.exit_code == 3, res.output
-    assert "top-1 agreement" in res.output and "nothing written" in res.output
-    assert not out.exists(), list(out.rglob("*"))  # not even the (new) output folder
+    assert "tflite-int8: top-1 agreement" in res.output
+    files = sorted(p.name for p in out.rglob("*"))
+    assert files == ["export_report.json", "tflite_fp32.json", "tflite_fp32.tflite"], files
+    rows = {a["label"]: a for a in json.loads((out / "export_report.json").read_text())["artifacts"]}
+    assert rows["tflite-fp32"]["published"] and not rows["tflite-int8"]["published"]
+    assert rows["tflite-int8"]["verification"]["top1_agreement"] < 0.97
 
 
 def test_json_output_and_report(zoo, tmp_path):

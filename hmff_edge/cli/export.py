@@ -74,5 +74,5 @@ def export_cmd(
         print_json(report.to_dict())
         return
     typer.echo(report.table())
-    typer.echo(f"\nwrote {len(report.artifacts)} artifact(s) + export_report.json to "
-               f"{report.out_dir}")
+    typer.echo(f"\nwrote {sum(a.published for a in report.artifacts)} artifact(s) + "
+               f"export_report.json to {report.out_dir}")

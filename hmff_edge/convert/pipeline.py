@@ -5,11 +5,13 @@ Order of work, all inside a hidden staging folder in the output folder:
 1. resolve SOURCE; load calibration images (int8) and verification images;
 2. for each target, convert in a child process, embed the metadata, read the op histogram
    and check the graph, run the artifact in its real runtime and compare with Keras;
-3. only when every target passed, move the artifacts to their final names (``os.replace``)
-   with their sidecar JSON and write ``export_report.json``.
+3. move the artifacts that passed to their final names (``os.replace``) with their sidecar
+   JSON, and write ``export_report.json`` (every row, failed ones marked unpublished).
 
-A failure anywhere leaves the output folder as it was (the staging folder is removed) and
-raises: :class:`VerificationError` (exit 3) for a failed check, with ``.report`` attached.
+A failed artifact is never written under its final name; when any failed, ``export`` raises
+:class:`VerificationError` (exit 3) with ``.report`` attached. When none passed, the output
+folder is left as it was (and removed if this call created it). A conversion error stops
+the export before anything is published.
 """
 
 from __future__ import annotations
@@ -78,16 +80,21 @@ def export(source: str | os.PathLike, options: ExportOptions | None = None) -> E
             produced = _convert_all(src, options, targets, stage, calib_npy, verify_set,
                                     reference, report)
             report.seconds = round(time.perf_counter() - t0, 2)
+            good = [item for item, a in zip(produced, report.artifacts) if a.passed]
+            for a in report.artifacts:
+                a.published = a.passed
+            if good:
+                _publish(good, out, report)
+                published = True
             if not report.passed:
                 failed = [f"{a.label}: " + "; ".join(
                     a.problems + ((a.verification or {}).get("failures") or []))
                     for a in report.artifacts if not a.passed]
-                err = VerificationError("export failed, nothing written to "
-                                        f"{str(out)!r}: " + " | ".join(failed))
+                where = (f"published the {len(good)} verified artifact(s) to {str(out)!r}, not "
+                         "the failed ones" if good else f"nothing written to {str(out)!r}")
+                err = VerificationError(f"export failed ({where}): " + " | ".join(failed))
                 err.report = report  # type: ignore[attr-defined]
                 raise err
-            _publish(produced, out, report)
-            published = True
         finally:
             shutil.rmtree(stage, ignore_errors=True)
             if created and not published:  # leave no trace of a failed export

@@ -31,6 +31,7 @@ class ArtifactResult:
     verification: dict[str, Any] | None = None
     seconds: float = 0.0
     metadata: dict[str, Any] = field(default_factory=dict)
+    published: bool = False  # moved to its final name (only artifacts that passed)
 
     @property
     def passed(self) -> bool:
