@@ -189,3 +189,23 @@ def test_cli_flag_beats_recipe(tmp_path):
     # the run then stops at the missing calibration data: the flag won
     res = cli(str(fake_keras(tmp_path / "m.keras")), "--recipe", str(recipe), "-f", "tflite")
     assert res.exit_code == 2 and "needs calibration images" in res.output
+
+
+def test_report_round_trips_and_marks_failures(tmp_path):
+    import numpy as np
+
+    from hmff_edge.convert import ArtifactResult, ExportReport
+    from hmff_edge.convert.verify import compare
+
+    ref = np.array([[0.9, 0.1], [0.2, 0.8]], np.float32)
+    ok = compare(ref, ref + 1e-6, np.array([0, 1]), "none")
+    bad = compare(ref, ref[:, ::-1], np.array([0, 1]), "int8")
+    assert ok.passed and not bad.passed and "top-1 agreement 0.00% < 97%" in bad.failures[0]
+    rep = ExportReport(source="s", model="m", img_size=32, out_dir=str(tmp_path), artifacts=[
+        ArtifactResult("tflite-fp32", "tflite", "none", "tflite_fp32.tflite", 2_000_000,
+                       {"CONV_2D": 3}, verification=ok.to_dict(), published=True),
+        ArtifactResult("tflite-int8", "tflite", "int8", "tflite_int8.tflite", 500_000,
+                       {"CONV_2D": 3}, verification=bad.to_dict())])
+    back = ExportReport.from_dict(json.loads(rep.write(tmp_path / "r.json").read_text()))
+    assert not back.passed and back.rows() == rep.rows()
+    assert "FAIL: top-1 agreement" in back.table() and "| tflite-fp32 | 2.000 | 3 |" in back.markdown()

@@ -82,6 +82,15 @@ class ExportReport:
             ad["size_mb"] = round(a.size_bytes / 1e6, 4)
         return d
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExportReport:
+        """Rebuild a report from ``export_report.json`` (derived keys are dropped)."""
+        art_fields = set(ArtifactResult.__dataclass_fields__)
+        arts = [ArtifactResult(**{k: v for k, v in a.items() if k in art_fields})
+                for a in data.get("artifacts", [])]
+        known = set(cls.__dataclass_fields__) - {"artifacts"}
+        return cls(artifacts=arts, **{k: v for k, v in data.items() if k in known})
+
     def rows(self) -> list[dict[str, Any]]:
         return [a.row() for a in self.artifacts]
 
