@@ -2,7 +2,7 @@
 
 An artifact ``model.tflite`` / ``model.onnx`` is accompanied by a sidecar ``model.json``
 (same stem) and holds the same JSON inside the file (ONNX ``metadata_props`` key
-``hmff_edge``; a TFLite associated file / metadata buffer named ``hmff_edge.json``).
+``hmff_edge``; a TFLite model-level metadata entry named ``hmff_edge``).
 A runtime needs nothing else to turn pixels into labelled probabilities:
 
     x = (pixel / 255 - mean) / std            # float input
