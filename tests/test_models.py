@@ -245,3 +245,17 @@ def test_grouped_pointwise_forms_match_numpy(groups):
     )
     np.testing.assert_allclose(train_out, ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(export_out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path):
+    import os
+
+    from hmff_edge.metadata import atomic_write_bytes
+
+    p = tmp_path / "x.json"
+    atomic_write_bytes(p, b"{}")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert p.read_bytes() == b"{}"
+    assert (p.stat().st_mode & 0o777) == (0o666 & ~umask)
+    assert [f.name for f in tmp_path.iterdir()] == ["x.json"]  # no temporary left behind
