@@ -185,30 +185,11 @@ def io_specs(path: str | Path, labels: int) -> tuple[TensorSpec, TensorSpec]:
 
 
 def predict(path: str | Path, x: np.ndarray, batch: int = 32) -> np.ndarray:
-    """Probabilities for normalized float ``x`` through the device runtime
-    (:func:`hmff_edge.runtime.load`, which reads the metadata embedded in the file), in
-    batches of ``batch`` and a smaller last one: a check of the resizable batch too."""
-    try:
-        from hmff_edge.runtime import load
-    except ImportError:  # pragma: no cover - runtime package absent
-        return _predict_direct(path, x, batch)
-    from hmff_edge.errors import HmffEdgeError
+    """Probabilities for normalized float ``x`` through the device runtime (see
+    :func:`hmff_edge.convert.verify.predict_in_runtime`)."""
+    from hmff_edge.convert.verify import predict_in_runtime
 
-    try:
-        predictor = load(path, threads=1)
-        out = []
-        for start in range(0, len(x), batch):
-            chunk = x[start : start + batch]
-            y = predictor.predict(chunk)
-            if y.shape[0] != len(chunk):
-                raise VerificationError(f"{path}: a batch of {len(chunk)} gave {y.shape[0]} "
-                                        "outputs (the graph hard-codes the batch)")
-            out.append(np.asarray(y, np.float32))
-        return np.concatenate(out)
-    except HmffEdgeError:
-        raise
-    except Exception as exc:  # engine errors (resize, invoke) are verification failures
-        raise VerificationError(f"{path}: {type(exc).__name__}: {str(exc)[:300]}") from exc
+    return predict_in_runtime(path, x, batch, _predict_direct)
 
 
 def _predict_direct(path: str | Path, x: np.ndarray, batch: int = 32) -> np.ndarray:

@@ -73,3 +73,31 @@ def compare(reference: np.ndarray, got: np.ndarray, y: np.ndarray | None,
             v.failures.append(f"accuracy drop {drop:.2f} points > {tol['accuracy_drop_points']:g}"
                               f" ({ref_acc:.2%} -> {acc:.2%})")
     return v
+
+
+def predict_in_runtime(path, x: np.ndarray, batch: int, fallback) -> np.ndarray:
+    """Probabilities for normalized float ``x`` through the device runtime
+    (:func:`hmff_edge.runtime.load`, which reads the metadata embedded in the file), in
+    batches of ``batch`` and a smaller last one: a check of the resizable batch too.
+    ``fallback(path, x, batch)`` runs the engine directly when the runtime package is absent."""
+    try:
+        from hmff_edge.runtime import load
+    except ImportError:  # pragma: no cover - runtime package absent
+        return fallback(path, x, batch)
+    from hmff_edge.errors import HmffEdgeError, VerificationError
+
+    try:
+        predictor = load(path, threads=1)
+        out = []
+        for start in range(0, len(x), batch):
+            chunk = x[start : start + batch]
+            y = predictor.predict(chunk)
+            if y.shape[0] != len(chunk):
+                raise VerificationError(f"{path}: a batch of {len(chunk)} gave {y.shape[0]} "
+                                        "outputs (the graph hard-codes the batch)")
+            out.append(np.asarray(y, np.float32))
+        return np.concatenate(out)
+    except HmffEdgeError:
+        raise
+    except Exception as exc:  # engine errors (resize, invoke) are verification failures
+        raise VerificationError(f"{path}: {type(exc).__name__}: {str(exc)[:300]}") from exc
