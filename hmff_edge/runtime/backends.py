@@ -39,11 +39,7 @@ class TFLiteBackend:
             raise ArtifactError(f"cannot load TFLite model {str(path)!r}: {exc}") from exc
         self.path = path
         ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
-        if len(ins) != 1 or len(outs) != 1:
-            raise ArtifactError(
-                f"{str(path)!r} has {len(ins)} inputs and {len(outs)} outputs; a classifier "
-                "artifact has exactly one of each"
-            )
+        _check_single_io(path, len(ins), len(outs))
         self._in, self._out = ins[0], outs[0]
         self._in_index, self._out_index = self._in["index"], self._out["index"]
         self.input_name, self.output_name = self._in["name"], self._out["name"]
@@ -95,11 +91,7 @@ class OnnxBackend:
             raise ArtifactError(f"cannot load ONNX model {str(path)!r}: {exc}") from exc
         self.path = path
         ins, outs = self._sess.get_inputs(), self._sess.get_outputs()
-        if len(ins) != 1 or len(outs) != 1:
-            raise ArtifactError(
-                f"{str(path)!r} has {len(ins)} inputs and {len(outs)} outputs; a classifier "
-                "artifact has exactly one of each"
-            )
+        _check_single_io(path, len(ins), len(outs))
         self.input_name, self.output_name = ins[0].name, outs[0].name
         self.input_dtype = _ort_dtype(ins[0].type, path)
         self.output_dtype = _ort_dtype(outs[0].type, path)
@@ -174,3 +166,11 @@ def _ort_dtype(name: str, path: Path) -> np.dtype:
     if name not in _ORT_TYPES:
         raise ArtifactError(f"{str(path)!r} uses tensor type {name!r}, which is not supported")
     return np.dtype(_ORT_TYPES[name])
+
+
+def _check_single_io(path: Path, n_in: int, n_out: int) -> None:
+    if n_in != 1 or n_out != 1:
+        raise ArtifactError(
+            f"{str(path)!r} has {n_in} inputs and {n_out} outputs; a classifier "
+            "artifact has exactly one of each"
+        )
