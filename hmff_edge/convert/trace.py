@@ -3,7 +3,7 @@
 The export graph is a ``tf.function`` with a FIXED batch (:data:`TRACE_BATCH`), traced inside
 ``hmff_edge.models.layers.export_mode()``:
 
-* export mode turns the zoo's grouped 1x1 convolutions (an einsum for training) into one
+* export mode turns the zoo's grouped 1x1 convolutions (a batched matmul for training) into one
   grouped ``tf.nn.conv2d`` (TFLite CONV_2D with a grouped filter, ONNX ``Conv(group=g)``);
 * a fixed batch lets the converter fuse a dilated depthwise convolution into one native
   dilated DEPTHWISE_CONV_2D; with a dynamic batch it becomes SPACE_TO_BATCH_ND +
