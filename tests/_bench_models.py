@@ -10,7 +10,6 @@ import numpy as np
 def tile_model(path: Path, mib_per_sample: int = 64) -> Path:
     """[N, 1024] -> Tile to [N, 1024 * r] -> ReduceSum: ``mib_per_sample`` MiB per image,
     so a small ``--memory-limit`` is crossed at a predictable batch size."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     repeat = mib_per_sample * 2**20 // (1024 * 4)
@@ -21,16 +20,11 @@ def tile_model(path: Path, mib_per_sample: int = 64) -> Path:
     nodes = [helper.make_node("Tile", ["x", "reps"], ["t"]),
              helper.make_node("ReduceSum", ["t", "ax"], ["y"], keepdims=1)]
     graph = helper.make_graph(nodes, "tile", [x], [y], [reps, ax])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return _save(graph, path)
 
 
 def tiny_classifier(path: Path, size: int = 8, classes: int = 3) -> Path:
     """A small NHWC "classifier": flatten -> MatMul -> Softmax, free batch dimension."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     feat = size * size * 3
@@ -43,6 +37,14 @@ def tiny_classifier(path: Path, size: int = 8, classes: int = 3) -> Path:
              helper.make_node("MatMul", ["f", "w"], ["l"]),
              helper.make_node("Softmax", ["l"], ["probs"], axis=-1)]
     graph = helper.make_graph(nodes, "tiny", [x], [y], [w, shape])
+    return _save(graph, path)
+
+
+def _save(graph, path: Path) -> Path:
+    """Opset 17 / IR 8 model from ``graph``, checked, written to ``path``."""
+    import onnx
+    from onnx import helper
+
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)

@@ -37,25 +37,23 @@ class _Reader:
     def _fail(self, what: str) -> ArtifactError:
         return ArtifactError(f"{self.label} is not a valid TFLite flatbuffer ({what})")
 
-    def u32(self, pos: int) -> int:
-        if pos < 0 or pos + 4 > self.n:
+    def _unpack(self, fmt: str, pos: int) -> int:
+        size = struct.calcsize(fmt)
+        if pos < 0 or pos + size > self.n:
             raise self._fail(f"offset {pos} out of range")
-        return struct.unpack_from("<I", self.buf, pos)[0]
+        return struct.unpack_from(fmt, self.buf, pos)[0]
+
+    def u32(self, pos: int) -> int:
+        return self._unpack("<I", pos)
 
     def i32(self, pos: int) -> int:
-        if pos < 0 or pos + 4 > self.n:
-            raise self._fail(f"offset {pos} out of range")
-        return struct.unpack_from("<i", self.buf, pos)[0]
+        return self._unpack("<i", pos)
 
     def u16(self, pos: int) -> int:
-        if pos < 0 or pos + 2 > self.n:
-            raise self._fail(f"offset {pos} out of range")
-        return struct.unpack_from("<H", self.buf, pos)[0]
+        return self._unpack("<H", pos)
 
     def u64(self, pos: int) -> int:
-        if pos < 0 or pos + 8 > self.n:
-            raise self._fail(f"offset {pos} out of range")
-        return struct.unpack_from("<Q", self.buf, pos)[0]
+        return self._unpack("<Q", pos)
 
     def field(self, table: int, slot: int) -> int | None:
         """Absolute position of a table field, or None when absent (default value)."""
