@@ -1,6 +1,7 @@
 """A real zoo variant (HMFF-MobileNet-16Ch, 32 px) exports to clean graphs: grouped 1x1 as
-grouped CONV_2D / Conv(group=g), one TRANSPOSE per channel interleave, dilated depthwise
-fused (no SPACE_TO_BATCH_ND), a resizable batch; and a deliberately broken calibration
+grouped CONV_2D / Conv(group=g), one TRANSPOSE per channel interleave, no SPACE_TO_BATCH_ND,
+a resizable batch; dilated depthwise convolutions export fused, or as a per-channel scale
+where the map is too small for any off-centre tap; and a deliberately broken calibration
 makes the int8 verification fail with a non-zero exit and no artifact left behind."""
 
 from __future__ import annotations
@@ -80,10 +81,56 @@ def test_tflite_ops_grouped_conv_interleave_and_dilation(zoo_export):
         assert hist[bad] == 0, (bad, hist)
     grouped = [o for o in ops if o["op"] == "CONV_2D" and o["filter_in_ch"] < o["in_ch"]]
     assert len(grouped) >= layers["GroupedPointwiseConv2D"] // 2, hist
-    assert any(o["op"] == "DEPTHWISE_CONV_2D" and o["dilation"] > 1 for o in ops)
+    # At 32 px the HMFF module runs at 1x1: its four depthwise convolutions are centre taps
+    # (PaddingAwareDepthwiseConv2D), so the graph holds only the 11 blocks' depthwise ops.
+    dw = [o for o in ops if o["op"] == "DEPTHWISE_CONV_2D"]
+    assert len(dw) == 11 and all(o["dilation"] == 1 for o in dw)
 
 
-def test_onnx_has_grouped_and_dilated_conv_and_dynamic_batch(zoo_export):
+@pytest.fixture(scope="module")
+def dilated_export(zoo, tmp_path_factory):
+    """A small model with a dilation-2 depthwise at 8x8 (real taps) and a dilation-8 one at
+    4x4 (centre tap only), exported and verified against Keras like any model."""
+    import keras
+
+    from hmff_edge.models.layers import FusedBatchNormalization, PaddingAwareDepthwiseConv2D
+
+    root = tmp_path_factory.mktemp("dilated")
+    _, images, _ = zoo
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, strides=4, padding="same")(inp)  # 8x8
+    x = PaddingAwareDepthwiseConv2D(3, dilation_rate=2, padding="same", name="d2")(x)
+    x = FusedBatchNormalization()(x)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)  # 4x4
+    x = PaddingAwareDepthwiseConv2D(3, dilation_rate=8, padding="same", name="d8")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    m = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(x))
+    m.save(root / "dilated.keras")
+    report = export(root / "dilated.keras", ExportOptions(
+        formats="tflite,onnx", out=root / "out", calib_data=images, progress=False))
+    return report, root / "out"
+
+
+def test_dilated_depthwise_exports_fused_or_as_centre_tap(dilated_export):
+    import onnx
+    from onnx import helper
+
+    report, out = dilated_export
+    assert report.passed
+    for a in report.artifacts:
+        assert a.verification["max_abs_diff"] <= 1e-4
+    ops = tflite_ops(out / "tflite_fp32.tflite")
+    hist = Counter(o["op"] for o in ops)
+    assert hist["SPACE_TO_BATCH_ND"] == hist["BATCH_TO_SPACE_ND"] == 0, hist
+    assert [o["dilation"] for o in ops if o["op"] == "DEPTHWISE_CONV_2D"] == [2], hist
+    proto = onnx.load(str(out / "onnx_fp32.onnx"))
+    convs = [{a.name: helper.get_attribute_value(a) for a in n.attribute}
+             for n in proto.graph.node if n.op_type == "Conv"]
+    assert sorted(max(c.get("dilations", [1])) for c in convs) == [1, 1, 2]
+
+
+def test_onnx_has_grouped_conv_and_dynamic_batch(zoo_export):
     import onnx
     from onnx import helper
 
@@ -94,7 +141,6 @@ def test_onnx_has_grouped_and_dilated_conv_and_dynamic_batch(zoo_export):
     convs = [{a.name: helper.get_attribute_value(a) for a in n.attribute}
              for n in proto.graph.node if n.op_type == "Conv"]
     assert any(c.get("group", 1) > 1 and c.get("kernel_shape") == [1, 1] for c in convs)
-    assert any(max(c.get("dilations", [1])) > 1 for c in convs)
     assert not {n.op_type for n in proto.graph.node} & {"StatefulPartitionedCall", "Einsum"}
 
 

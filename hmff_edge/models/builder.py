@@ -10,7 +10,12 @@ import math
 from collections.abc import Sequence
 
 from hmff_edge._lazy import keras as _keras
-from hmff_edge.models.layers import ChannelInterleave, GroupedPointwiseConv2D
+from hmff_edge.models.layers import (
+    ChannelInterleave,
+    FusedBatchNormalization,
+    GroupedPointwiseConv2D,
+    PaddingAwareDepthwiseConv2D,
+)
 from hmff_edge.models.registry import (
     DEFAULT_DILATIONS,
     STEM_FILTERS,
@@ -25,6 +30,10 @@ layers = keras.layers
 _BN = {"momentum": 0.99, "epsilon": 1e-3}
 
 
+def _bn(x, name: str):
+    return FusedBatchNormalization(name=name, **_BN)(x)
+
+
 def _act(x, activation: str, name: str):
     if activation == "relu6":
         return layers.ReLU(6.0, name=name)(x)
@@ -34,14 +43,15 @@ def _act(x, activation: str, name: str):
 def _conv_bn_act(x, filters, kernel, stride, activation, name):
     x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
                       name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn", **_BN)(x)
+    x = _bn(x, f"{name}_bn")
     return _act(x, activation, f"{name}_act")
 
 
 def _depthwise_bn_act(x, stride, dilation, activation, name):
-    x = layers.DepthwiseConv2D(3, strides=stride, dilation_rate=dilation, padding="same",
-                               use_bias=False, name=name)(x)
-    x = layers.BatchNormalization(name=f"{name}_bn", **_BN)(x)
+    # Stride 1 may meet maps smaller than the dilated kernel (HMFF at 7x7, any 3x3 at 1x1).
+    dw = PaddingAwareDepthwiseConv2D if stride == 1 else layers.DepthwiseConv2D
+    x = dw(3, strides=stride, dilation_rate=dilation, padding="same", use_bias=False, name=name)(x)
+    x = _bn(x, f"{name}_bn")
     return _act(x, activation, f"{name}_act")
 
 
@@ -50,7 +60,7 @@ def _grouped_conv_bn_act(x, filters, groups, activation, name):
         x = layers.Conv2D(filters, 1, use_bias=False, name=name)(x)
     else:
         x = GroupedPointwiseConv2D(filters, groups, name=name)(x)
-    x = layers.BatchNormalization(name=f"{name}_bn", **_BN)(x)
+    x = _bn(x, f"{name}_bn")
     return _act(x, activation, f"{name}_act")
 
 
@@ -116,7 +126,7 @@ def _hmff_module(f_hat, v: Variant, dilations: Sequence[int]):
         running = o if running is None else layers.Add(name=f"hmff_sum{p}")([running, o])
         fused.append(running)
     x = layers.Concatenate(name="hmff_concat")(fused) if len(fused) > 1 else fused[0]
-    x = layers.BatchNormalization(name="hmff_concat_bn", **_BN)(x)
+    x = _bn(x, "hmff_concat_bn")
     x = _act(x, v.activation, "hmff_concat_act")
     x = layers.Add(name="hmff_residual")([x, f_hat])
     return _act(x, v.activation, "hmff_out")

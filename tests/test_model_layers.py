@@ -1,0 +1,144 @@
+"""The zoo's speed-motivated layers compute exactly what the Keras layers they replace do:
+the padding-aware depthwise convolution and the fused-kernel batch normalization."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.tf
+
+
+def _forward_and_grads(layer, x, training=False):
+    import tensorflow as tf
+
+    xv = tf.Variable(x)
+    with tf.GradientTape() as tape:
+        y = layer(xv, training=training)
+        loss = tf.reduce_sum(y ** 3)  # non-linear, so every gradient path is exercised
+    grads = tape.gradient(loss, [xv] + [w.value for w in layer.trainable_weights])
+    return np.asarray(y), [np.asarray(g) for g in grads]
+
+
+def _assert_same(a, b, rtol=2e-5):
+    ya, ga = a
+    yb, gb = b
+    np.testing.assert_allclose(ya, yb, rtol=rtol, atol=1e-5)
+    for p, q in zip(ga, gb, strict=True):
+        scale = max(1.0, float(np.max(np.abs(q))))
+        np.testing.assert_allclose(p / scale, q / scale, atol=rtol)
+
+
+@pytest.mark.parametrize(
+    "hw, dilation, centre_only",
+    [(1, 1, True), (7, 8, True), (2, 2, True), (7, 4, False), (7, 1, False), (5, 3, False)],
+)
+def test_padding_aware_depthwise_equals_keras(hw, dilation, centre_only):
+    import keras
+
+    from hmff_edge.models.layers import PaddingAwareDepthwiseConv2D
+
+    x = np.random.default_rng(hw * 10 + dilation).normal(size=(3, hw, hw, 6)).astype("float32")
+    ours = PaddingAwareDepthwiseConv2D(3, dilation_rate=dilation, padding="same", use_bias=False)
+    ref = keras.layers.DepthwiseConv2D(3, dilation_rate=dilation, padding="same", use_bias=False)
+    ours.build(x.shape)
+    ref.build(x.shape)
+    ref.set_weights(ours.get_weights())
+    assert ours.centre_tap_only(x.shape) is centre_only
+    _assert_same(_forward_and_grads(ours, x), _forward_and_grads(ref, x))
+
+
+def test_padding_aware_depthwise_with_bias_and_multiplier():
+    import keras
+
+    from hmff_edge.models.layers import PaddingAwareDepthwiseConv2D
+
+    x = np.random.default_rng(0).normal(size=(2, 1, 1, 4)).astype("float32")
+    kw = {"depth_multiplier": 2, "padding": "same", "bias_initializer": "random_normal"}
+    ours, ref = PaddingAwareDepthwiseConv2D(3, **kw), keras.layers.DepthwiseConv2D(3, **kw)
+    ours.build(x.shape)
+    ref.build(x.shape)
+    ref.set_weights(ours.get_weights())
+    assert ours.centre_tap_only(x.shape)
+    _assert_same(_forward_and_grads(ours, x), _forward_and_grads(ref, x))
+
+
+def test_hmff_branches_take_the_centre_tap_path_where_exact():
+    """At 224 px the module runs at 7x7: only the dilation-8 branch sees nothing but padding
+    off-centre; at 32 px (1x1 maps) every branch does."""
+    from hmff_edge.models import build_model
+
+    def centre(size):
+        m = build_model("hmff-mobilenet-16ch", img_size=size)
+        return [m.get_layer(f"hmff_b{i}_dw").centre_tap_only(m.get_layer(f"hmff_b{i}_dw").input.shape)
+                for i in (1, 2, 3, 4)]
+
+    assert centre(224) == [False, False, False, True]
+    assert centre(32) == [True, True, True, True]
+
+
+@pytest.mark.parametrize("shape", [(16, 8, 8, 12), (8, 1, 1, 5), (2, 7, 7, 3)])
+def test_fused_batch_norm_equals_keras(shape):
+    import keras
+
+    from hmff_edge.models.layers import FusedBatchNormalization
+
+    rng = np.random.default_rng(sum(shape))
+    x = (rng.normal(size=shape) * 3 + 1).astype("float32")
+    ours = FusedBatchNormalization(momentum=0.9, epsilon=1e-3)
+    ref = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3)
+    ours.build(x.shape)
+    ref.build(x.shape)
+    weights = [rng.uniform(0.5, 1.5, shape[-1]).astype("float32") for _ in range(4)]
+    ours.set_weights(weights)
+    ref.set_weights(weights)
+    # training: same output and gradients, and the same moving-statistics update (the fused
+    # kernel's Bessel-corrected variance scaled back to Keras' biased one)
+    _assert_same(_forward_and_grads(ours, x, True), _forward_and_grads(ref, x, True))
+    for a, b in zip(ours.get_weights(), ref.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(ours.get_weights()[3], weights[3])  # the update happened
+    # inference: Keras' own path
+    np.testing.assert_allclose(np.asarray(ours(x)), np.asarray(ref(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_fused_batch_norm_falls_back_for_what_the_kernel_does_not_cover():
+    from hmff_edge.models.layers import FusedBatchNormalization
+
+    x = np.zeros((2, 3, 3, 4), "float32")
+    assert FusedBatchNormalization()._fusable(x, None)
+    assert not FusedBatchNormalization(axis=1)._fusable(x, None)
+    assert not FusedBatchNormalization(center=False)._fusable(x, None)
+    assert not FusedBatchNormalization()._fusable(np.zeros((2, 4), "float32"), None)
+
+
+def test_zoo_layers_survive_save_and_load(tmp_path):
+    import keras
+
+    from hmff_edge.models import build_model
+
+    m = build_model("hmff-mobilenet-16ch", img_size=32, num_classes=3)
+    kinds = {type(layer).__name__ for layer in m.layers}
+    assert {"FusedBatchNormalization", "PaddingAwareDepthwiseConv2D"} <= kinds
+    m.save(tmp_path / "m.keras")
+    back = keras.models.load_model(tmp_path / "m.keras")
+    assert {type(layer).__name__ for layer in back.layers} == kinds
+
+
+def test_random_model_bn_calibration_keeps_activations_unit_scale():
+    """A random-init network's activations collapse toward zero through the blocks (Keras'
+    BN start statistics do not match them); after calibration the deepest BN outputs are
+    unit-scale, as in a trained network (what the bench measures must look like one)."""
+    import keras
+
+    from hmff_edge.models import build_model
+    from hmff_edge.models.bn_stats import calibrate_random_model
+
+    m = build_model("kmobilenet-16ch", img_size=64)
+    probe = keras.Model(m.input, m.get_layer("block13_pw1_bn").output)
+    x = np.random.default_rng(5).standard_normal((4, 64, 64, 3)).astype("float32")
+    before = float(np.std(np.asarray(probe(x))))
+    assert calibrate_random_model(m) == 4
+    after = float(np.std(np.asarray(probe(x))))
+    assert before < 1e-3, before
+    assert 0.3 < after < 4.0, after
