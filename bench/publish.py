@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hmff_edge.bench import runner  # noqa: E402
-from hmff_edge.bench.models import _find, export_variant  # noqa: E402
+from hmff_edge.bench.models import _find, drop_stale_export, export_variant  # noqa: E402
 from hmff_edge.bench.report import write_outputs  # noqa: E402
 
 VARIANTS = ["mobilenet-v1", "kmobilenet-16ch", "kmobilenet-128ch", "hmff-mobilenet-16ch",
@@ -63,6 +63,7 @@ def export_all(variants, cache: Path, img: int, jobs: int) -> dict:
 
     def one(v):
         folder = cache / f"{v}-{img}px-10c"
+        drop_stale_export(folder, folder / "bench_export.json")
         missing = [f"{r}:{q}" for r, q in FORMATS if _find(folder, r, q) is None]
         if not missing:
             return v, None

@@ -19,6 +19,10 @@ import os
 import sys
 from pathlib import Path
 
+# Bumped when what an export contains changes, so bench caches from older recipes are
+# re-exported (2: BN statistics from inputs, see hmff_edge.models.bn_stats).
+EXPORT_RECIPE = 2
+
 _NAMES = {("litert", "fp32"): "model_fp32.tflite", ("litert", "int8"): "model_int8.tflite",
           ("onnxruntime", "fp32"): "model_fp32.onnx", ("onnxruntime", "int8"): "model_int8.onnx",
           ("tensorflow", "fp32"): "model_savedmodel"}
@@ -124,11 +128,15 @@ def main(argv=None) -> int:
     if use_convert:
         _with_convert(a.variant, out, a.img_size, a.classes, targets)
     else:
+        from hmff_edge.models.bn_stats import calibrate_random_model
+
+        calibrate_random_model(model)  # as hmff_edge.convert does for variant names
         _fallback(a.variant, out, a.img_size, a.classes, targets, model)
     info = {"variant": a.variant, "img_size": a.img_size, "classes": a.classes,
             "params": int(count_params(model)), "macs": int(count_macs(model)),
             "exporter": "hmff_edge.convert" if use_convert else "hmff_edge.bench._export",
-            "random_weights": True}
+            "random_weights": True, "bn_statistics": "from random inputs",
+            "recipe": EXPORT_RECIPE}
     (out / "bench_export.json").write_text(json.dumps(info, indent=2))
     return 0
 

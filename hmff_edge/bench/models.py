@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hmff_edge.bench._export import EXPORT_RECIPE
 from hmff_edge.errors import ArtifactError, ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -114,6 +116,7 @@ def resolve(spec: str, *, runtime: str, quant: str = "fp32", img_size: int = 224
     name = spec.strip().lower()
     folder = Path(cache or REPO / "bench" / ".cache") / f"{name}-{img_size}px-{classes}c"
     info_path = folder / "bench_export.json"
+    drop_stale_export(folder, info_path)
     target = _find(folder, runtime, quant)
     if target is None:
         export_variant(name, folder, img_size=img_size, classes=classes,
@@ -127,6 +130,18 @@ def resolve(spec: str, *, runtime: str, quant: str = "fp32", img_size: int = 224
                     quantization=quant, variant=name, img_size=img_size,
                     params=info.get("params"), macs=info.get("macs"),
                     exported_by=info.get("exporter"))
+
+
+def drop_stale_export(folder: Path, info_path: Path) -> None:
+    """Empty a cache folder written by an older export recipe (its files would not compare)."""
+    if not folder.is_dir():
+        return
+    try:
+        recipe = json.loads(info_path.read_text()).get("recipe")
+    except (OSError, ValueError):
+        recipe = None
+    if recipe != EXPORT_RECIPE:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def export_variant(name: str, folder: Path, *, img_size: int, classes: int,

@@ -41,8 +41,9 @@ def resolve_source(source: str | os.PathLike, *, img_size: int | None = None,
                    classes: int | None = None, workdir: Path | None = None) -> ResolvedSource:
     """Turn SOURCE into a :class:`ResolvedSource`.
 
-    A variant name is built with random weights (``img_size``, ``classes``) and saved as
-    ``workdir/model.keras`` so that conversion child processes can load it.
+    A variant name is built with random weights (``img_size``, ``classes``), its BN
+    statistics set from random inputs, and saved as ``workdir/model.keras`` so that
+    conversion child processes can load it.
     Raises :class:`ArtifactError` for a missing or corrupt file/folder.
     """
     text = str(source)
@@ -119,6 +120,10 @@ def _from_variant(name: str, *, img_size: int | None, classes: int | None,
     size = img_size or 224
     n = classes or 10
     model = models.build_model(name, img_size=size, num_classes=n)
+    # Random weights, but BN statistics from inputs: see hmff_edge.models.bn_stats.
+    from hmff_edge.models.bn_stats import calibrate_random_model
+
+    calibrate_random_model(model)
     path = Path(workdir) / "model.keras"
     model.save(path)
     return ResolvedSource(kind="variant", keras_path=path, model=name, img_size=size,

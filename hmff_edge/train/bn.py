@@ -14,22 +14,8 @@ from __future__ import annotations
 def recalibrate_bn(model, dataset, max_batches: int) -> int:
     """Set every BN layer's moving mean/variance to the average over ``max_batches``
     batches of ``dataset`` (un-augmented training images). Returns the batches used."""
-    import keras
+    from hmff_edge.models.bn_stats import average_bn_statistics
 
-    bns = [layer for layer in model._flatten_layers()
-           if isinstance(layer, keras.layers.BatchNormalization)]
-    if not bns or max_batches <= 0:
+    if max_batches <= 0:
         return 0
-    saved = [layer.momentum for layer in bns]
-    used = 0
-    try:
-        for k, (x, _y) in enumerate(dataset.take(max_batches)):
-            # momentum k/(k+1): a running *average* of the per-batch statistics.
-            for layer in bns:
-                layer.momentum = k / (k + 1.0)
-            model(x, training=True)
-            used += 1
-    finally:
-        for layer, m in zip(bns, saved, strict=True):
-            layer.momentum = m
-    return used
+    return average_bn_statistics(model, (x for x, _y in dataset.take(max_batches)))
