@@ -29,10 +29,17 @@ FORBIDDEN_OPS = {
 def convert(spec: dict) -> dict:
     """Child process: Keras file -> ``spec['out']`` (.tflite without metadata)."""
     from hmff_edge._lazy import require
-    from hmff_edge.convert.trace import TRACE_BATCH, frozen_function, load_keras
+    from hmff_edge.convert.trace import (
+        TRACE_BATCH,
+        decompose_for_int8,
+        frozen_function,
+        load_keras,
+    )
 
     tf = require("tensorflow")
     model = load_keras(spec["keras"])
+    if spec["quantization"] == "int8":
+        decompose_for_int8(model)
     fn = frozen_function(model, spec["img_size"])
     conv = tf.lite.TFLiteConverter.from_concrete_functions([fn])
     # Builtins only: a graph needing Flex (SELECT_TF_OPS) fails here instead of at run time.
