@@ -82,9 +82,12 @@ def test_tflite_ops_grouped_conv_interleave_and_dilation(zoo_export):
     grouped = [o for o in ops if o["op"] == "CONV_2D" and o["filter_in_ch"] < o["in_ch"]]
     assert len(grouped) >= layers["GroupedPointwiseConv2D"] // 2, hist
     # At 32 px the HMFF module runs at 1x1: its four depthwise convolutions are centre taps
-    # (PaddingAwareDepthwiseConv2D), so the graph holds only the 11 blocks' depthwise ops.
+    # (PaddingAwareDepthwiseConv2D), exported as 1x1 depthwise ops (BN folded, per-channel
+    # int8), so no op is dilated and no MUL stands in for them.
     dw = [o for o in ops if o["op"] == "DEPTHWISE_CONV_2D"]
-    assert len(dw) == 11 and all(o["dilation"] == 1 for o in dw)
+    assert len(dw) == 11 + 4 and all(o["dilation"] == 1 for o in dw)
+    # swish's MULs and the concat BN's scale (no convolution to fold into) only
+    assert hist["MUL"] == hist["LOGISTIC"] + 1, hist
 
 
 @pytest.fixture(scope="module")
@@ -123,11 +126,12 @@ def test_dilated_depthwise_exports_fused_or_as_centre_tap(dilated_export):
     ops = tflite_ops(out / "tflite_fp32.tflite")
     hist = Counter(o["op"] for o in ops)
     assert hist["SPACE_TO_BATCH_ND"] == hist["BATCH_TO_SPACE_ND"] == 0, hist
-    assert [o["dilation"] for o in ops if o["op"] == "DEPTHWISE_CONV_2D"] == [2], hist
+    assert [o["dilation"] for o in ops if o["op"] == "DEPTHWISE_CONV_2D"] == [2, 1], hist
+    assert hist["MUL"] == 0, hist
     proto = onnx.load(str(out / "onnx_fp32.onnx"))
     convs = [{a.name: helper.get_attribute_value(a) for a in n.attribute}
              for n in proto.graph.node if n.op_type == "Conv"]
-    assert sorted(max(c.get("dilations", [1])) for c in convs) == [1, 1, 2]
+    assert sorted(max(c.get("dilations", [1])) for c in convs) == [1, 1, 1, 2]
 
 
 def test_onnx_has_grouped_conv_and_dynamic_batch(zoo_export):

@@ -36,7 +36,7 @@ def _assert_same(a, b, rtol=2e-5):
 def test_padding_aware_depthwise_equals_keras(hw, dilation, centre_only):
     import keras
 
-    from hmff_edge.models.layers import PaddingAwareDepthwiseConv2D
+    from hmff_edge.models.layers import PaddingAwareDepthwiseConv2D, export_mode
 
     x = np.random.default_rng(hw * 10 + dilation).normal(size=(3, hw, hw, 6)).astype("float32")
     ours = PaddingAwareDepthwiseConv2D(3, dilation_rate=dilation, padding="same", use_bias=False)
@@ -46,12 +46,14 @@ def test_padding_aware_depthwise_equals_keras(hw, dilation, centre_only):
     ref.set_weights(ours.get_weights())
     assert ours.centre_tap_only(x.shape) is centre_only
     _assert_same(_forward_and_grads(ours, x), _forward_and_grads(ref, x))
+    with export_mode():  # the export form (a 1x1 depthwise) computes the same
+        np.testing.assert_allclose(np.asarray(ours(x)), np.asarray(ref(x)), rtol=2e-5, atol=1e-5)
 
 
 def test_padding_aware_depthwise_with_bias_and_multiplier():
     import keras
 
-    from hmff_edge.models.layers import PaddingAwareDepthwiseConv2D
+    from hmff_edge.models.layers import PaddingAwareDepthwiseConv2D, export_mode
 
     x = np.random.default_rng(0).normal(size=(2, 1, 1, 4)).astype("float32")
     kw = {"depth_multiplier": 2, "padding": "same", "bias_initializer": "random_normal"}
@@ -61,6 +63,8 @@ def test_padding_aware_depthwise_with_bias_and_multiplier():
     ref.set_weights(ours.get_weights())
     assert ours.centre_tap_only(x.shape)
     _assert_same(_forward_and_grads(ours, x), _forward_and_grads(ref, x))
+    with export_mode():
+        np.testing.assert_allclose(np.asarray(ours(x)), np.asarray(ref(x)), rtol=2e-5, atol=1e-5)
 
 
 def test_hmff_branches_take_the_centre_tap_path_where_exact():
