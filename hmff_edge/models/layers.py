@@ -158,7 +158,8 @@ class PaddingAwareDepthwiseConv2D(keras.layers.DepthwiseConv2D):
 
     def centre_tap_only(self, input_shape) -> bool:
         h, w = input_shape[1], input_shape[2]
-        if h is None or w is None or self.padding != "same" or tuple(self.strides) != (1, 1):
+        if (h is None or w is None or self.padding != "same" or tuple(self.strides) != (1, 1)
+                or self.data_format != "channels_last"):
             return False
         (kh, kw), (dh, dw) = self.kernel_size, self.dilation_rate
         if kh % 2 == 0 or kw % 2 == 0:
