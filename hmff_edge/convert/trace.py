@@ -19,7 +19,6 @@ from typing import Any
 
 from hmff_edge._lazy import keras as _keras
 from hmff_edge._lazy import require
-from hmff_edge.errors import ArtifactError
 
 # The batch the TFLite graph is traced with. Any fixed batch lets the converter fuse a
 # dilated depthwise convolution; 2 rather than 1 because at batch 1 a feature map of 1x1
@@ -32,17 +31,10 @@ OUTPUT_NAME = "probabilities"
 
 
 def load_keras(path: str | Path) -> Any:
-    """Load a ``.keras`` file, registering the zoo's custom layers first."""
-    keras = _keras()
-    with contextlib.suppress(ImportError):
-        # Registers the zoo's custom layers for deserialization (``import hmff_edge.models``
-        # alone is lazy and does not import the layers module).
-        import hmff_edge.models.layers  # noqa: F401
-    try:
-        return keras.models.load_model(str(path), compile=False)
-    except Exception as exc:  # Keras raises many types for a bad file
-        raise ArtifactError(f"cannot load Keras model {str(path)!r}: {type(exc).__name__}: "
-                            f"{str(exc)[:500]}") from exc
+    """Load a ``.keras`` file for conversion (no optimizer state), zoo layers registered."""
+    from hmff_edge.models import load_model
+
+    return load_model(path, compile=False)
 
 
 def export_context() -> contextlib.AbstractContextManager:

@@ -40,12 +40,20 @@ def count_macs(model) -> int:
     return _count(model)
 
 
-def load_model(path):
-    """``keras.models.load_model`` with the project's custom layers registered."""
+def load_model(path, *, compile: bool = True):
+    """``keras.models.load_model`` with the project's custom layers registered.
+
+    Raises :class:`~hmff_edge.errors.ArtifactError` naming the file when Keras cannot load it.
+    """
     import hmff_edge.models.layers  # noqa: F401  (registers the custom layers)
     from hmff_edge._lazy import keras
+    from hmff_edge.errors import ArtifactError
 
-    return keras().models.load_model(path)
+    try:
+        return keras().models.load_model(str(path), compile=compile)
+    except Exception as exc:  # Keras raises many types for a bad file
+        raise ArtifactError(f"cannot load Keras model {str(path)!r}: {type(exc).__name__}: "
+                            f"{str(exc)[:500]}") from exc
 
 
 __all__ = [

@@ -15,7 +15,6 @@ from hmff_edge.metadata import DEFAULT_MEAN, DEFAULT_STD
 from hmff_edge.preprocess import normalize
 
 from .metrics import compute_metrics
-from .modelfactory import register_custom_objects
 
 
 def _locate(model_or_run: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
@@ -46,15 +45,10 @@ def evaluate(model_or_run: str | os.PathLike, data, *, split: str | None = None,
     when it has one (``train/`` + ``test/`` folders, CIFAR pickles) and all images otherwise.
     Class names in the data are matched to the model's labels by name.
     """
-    from hmff_edge._lazy import keras
+    from hmff_edge.models import load_model
 
     model_path, cfg = _locate(model_or_run)
-    k = keras()
-    register_custom_objects()
-    try:
-        model = k.models.load_model(model_path)
-    except Exception as exc:  # corrupt zip, unknown layer, ...
-        raise ArtifactError(f"cannot load model {str(model_path)!r}: {exc}") from exc
+    model = load_model(model_path)
     shape = model.input_shape
     img_size = int(cfg.get("img_size") or shape[1])
     mean = cfg.get("mean", list(DEFAULT_MEAN))
