@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hmff_edge.bench import runner  # noqa: E402
+from hmff_edge.bench._export import INFO_NAME  # noqa: E402
 from hmff_edge.bench.models import _find, drop_stale_export, export_variant  # noqa: E402
 from hmff_edge.bench.report import write_outputs  # noqa: E402
 
@@ -63,7 +64,7 @@ def export_all(variants, cache: Path, img: int, jobs: int) -> dict:
 
     def one(v):
         folder = cache / f"{v}-{img}px-10c"
-        drop_stale_export(folder, folder / "bench_export.json")
+        drop_stale_export(folder)
         missing = [f"{r}:{q}" for r, q in FORMATS if _find(folder, r, q) is None]
         if not missing:
             return v, None
@@ -130,7 +131,7 @@ def main() -> int:
     entries, infos = [], {}
     for v in variants:
         folder = Path(a.cache) / f"{v}-{a.img_size}px-10c"
-        info_p = folder / "bench_export.json"
+        info_p = folder / INFO_NAME
         infos[v] = json.loads(info_p.read_text()) if info_p.is_file() else {}
         for rt, q in FORMATS:
             p = _find(folder, rt, q)

@@ -24,6 +24,7 @@ from pathlib import Path
 # as int8-native elementwise ops, see hmff_edge.convert.trace.decompose_for_int8; 4: a
 # centre-tap depthwise exported as a 1x1 DEPTHWISE_CONV_2D instead of a MUL).
 EXPORT_RECIPE = 4
+INFO_NAME = "bench_export.json"  # params, MACs, exporter and recipe, beside the files
 
 _NAMES = {("litert", "fp32"): "model_fp32.tflite", ("litert", "int8"): "model_int8.tflite",
           ("onnxruntime", "fp32"): "model_fp32.onnx", ("onnxruntime", "int8"): "model_int8.onnx",
@@ -139,7 +140,7 @@ def main(argv=None) -> int:
             "exporter": "hmff_edge.convert" if use_convert else "hmff_edge.bench._export",
             "random_weights": True, "bn_statistics": "from random inputs",
             "recipe": EXPORT_RECIPE}
-    (out / "bench_export.json").write_text(json.dumps(info, indent=2))
+    (out / INFO_NAME).write_text(json.dumps(info, indent=2))
     return 0
 
 

@@ -17,17 +17,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hmff_edge.bench._export import EXPORT_RECIPE
+from hmff_edge.bench._export import _NAMES as _FALLBACK_NAMES
+from hmff_edge.bench._export import EXPORT_RECIPE, INFO_NAME
 from hmff_edge.errors import ArtifactError, ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 # (runtime, quantization) -> file in an export folder
 # (candidate names: hmff_edge.convert's, then the bench fallback exporter's)
-_FILES = {("litert", "fp32"): ("tflite_fp32.tflite", "model_fp32.tflite"),
-          ("litert", "int8"): ("tflite_int8.tflite", "model_int8.tflite"),
-          ("onnxruntime", "fp32"): ("onnx_fp32.onnx", "model_fp32.onnx"),
-          ("onnxruntime", "int8"): ("onnx_int8.onnx", "model_int8.onnx"),
-          ("tensorflow", "fp32"): ("savedmodel", "model_savedmodel")}
+_CONVERT_NAMES = {("litert", "fp32"): "tflite_fp32.tflite", ("litert", "int8"): "tflite_int8.tflite",
+                  ("onnxruntime", "fp32"): "onnx_fp32.onnx", ("onnxruntime", "int8"): "onnx_int8.onnx",
+                  ("tensorflow", "fp32"): "savedmodel"}
+_FILES = {k: (name, _FALLBACK_NAMES[k]) for k, name in _CONVERT_NAMES.items()}
 
 
 def _find(folder: Path, runtime: str, quant: str) -> Path | None:
@@ -115,8 +115,8 @@ def resolve(spec: str, *, runtime: str, quant: str = "fp32", img_size: int = 224
         raise ConfigError(f"no {quant} export for runtime {runtime!r}")
     name = spec.strip().lower()
     folder = Path(cache or REPO / "bench" / ".cache") / f"{name}-{img_size}px-{classes}c"
-    info_path = folder / "bench_export.json"
-    drop_stale_export(folder, info_path)
+    info_path = folder / INFO_NAME
+    drop_stale_export(folder)
     target = _find(folder, runtime, quant)
     if target is None:
         export_variant(name, folder, img_size=img_size, classes=classes,
@@ -132,12 +132,12 @@ def resolve(spec: str, *, runtime: str, quant: str = "fp32", img_size: int = 224
                     exported_by=info.get("exporter"))
 
 
-def drop_stale_export(folder: Path, info_path: Path) -> None:
+def drop_stale_export(folder: Path) -> None:
     """Empty a cache folder written by an older export recipe (its files would not compare)."""
     if not folder.is_dir():
         return
     try:
-        recipe = json.loads(info_path.read_text()).get("recipe")
+        recipe = json.loads((folder / INFO_NAME).read_text()).get("recipe")
     except (OSError, ValueError):
         recipe = None
     if recipe != EXPORT_RECIPE:
