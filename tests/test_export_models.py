@@ -53,16 +53,12 @@ def zoo_model(path: Path, images: np.ndarray, name: str = "hmff-mobilenet-16ch",
               classes: int = 3, size: int = 32) -> Path:
     from hmff_edge._lazy import keras as _keras
     from hmff_edge.models import build_model
+    from hmff_edge.models.bn_stats import average_bn_statistics
 
     keras = _keras()
     keras.utils.set_random_seed(0)
     model = build_model(name, img_size=size, num_classes=classes)
-    bns = [la for la in model._flatten_layers() if isinstance(la, keras.layers.BatchNormalization)]
-    for la in bns:  # one training-mode pass with momentum 0 copies the batch statistics
-        la.momentum = 0.0
-    model(images, training=True)
-    for la in bns:
-        la.momentum = 0.99
+    average_bn_statistics(model, [images])  # one batch: its statistics become the moving ones
     dense = [la for la in model.layers if isinstance(la, keras.layers.Dense)][-1]
     feats = keras.Model(model.input, dense.input).predict(images, verbose=0)
     rng = np.random.default_rng(0)

@@ -1,8 +1,8 @@
-"""Custom Keras layers: the grouped pointwise convolution, the channel interleave and a
+"""Custom Keras layers: the grouped pointwise convolution, the channel interleave, a
 depthwise convolution that skips the taps that can only ever see padding, and a batch
 normalization that trains through TensorFlow's fused kernel.
 
-Both have two graph forms over one set of weights:
+The grouped convolution and the interleave have two graph forms over one set of weights:
 
 * training form (default): the grouped 1x1 is one batched matmul over ``[G, N*H*W, Cin/G]``,
   or, for 4 groups or fewer, a dense 1x1 convolution over the block-diagonal kernel. Keras'
