@@ -1,5 +1,6 @@
 """The zoo's speed-motivated layers compute exactly what the Keras layers they replace do:
-the padding-aware depthwise convolution and the fused-kernel batch normalization."""
+the padding-aware depthwise convolution, the fused-kernel batch normalization and the
+activation with a fused XLA gradient."""
 
 from __future__ import annotations
 
@@ -127,6 +128,66 @@ def test_fused_batch_norm_falls_back_for_what_the_kernel_does_not_cover():
     assert not FusedBatchNormalization()._fusable(np.zeros((2, 4), "float32"), None)
 
 
+def _activation_input():
+    # Normal values plus hard_swish's kinks (-3, 3) and their neighbours, and swish's
+    # saturated tails, where a wrong gradient formula shows first.
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 6, 6, 8)).astype("float32") * 3.0
+    special = np.array([-3.0, 3.0, -2.999, 2.999, -3.001, 3.001, 0.0, -20.0, 20.0], "float32")
+    x.reshape(-1)[: special.size] = special
+    return x
+
+
+@pytest.mark.parametrize("activation", ["swish", "hard_swish"])
+def test_fused_activation_equals_keras_forward_and_gradient(activation):
+    import keras
+
+    from hmff_edge.models.layers import FusedActivation
+
+    x = _activation_input()
+    fused = _forward_and_grads(FusedActivation(activation), x, training=True)
+    plain = _forward_and_grads(keras.layers.Activation(activation), x, training=True)
+    # swish keeps TensorFlow's forward op: the same values bit for bit. XLA's hard_swish
+    # forward and both gradients agree to float32 rounding.
+    if activation == "swish":
+        np.testing.assert_array_equal(fused[0], plain[0])
+    _assert_same(fused, plain, rtol=1e-6)
+
+
+def _xla_nodes(fn) -> list[str]:
+    """Nodes of a concrete function and its library functions that XLA must compile."""
+    graph = fn.graph.as_graph_def()
+    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+    funcs = {f.signature.name for f in graph.library.function
+             if f.attr.get("_XlaMustCompile") and f.attr["_XlaMustCompile"].b}
+    return [n.name for n in nodes
+            if (n.attr.get("_XlaMustCompile") and n.attr["_XlaMustCompile"].b)
+            or (n.attr.get("f") and n.attr["f"].func.name in funcs)]
+
+
+def test_fused_activation_uses_xla_for_training_and_plain_ops_for_export(monkeypatch):
+    import tensorflow as tf
+
+    from hmff_edge.models.layers import FusedActivation, export_mode
+
+    layer = FusedActivation("hard_swish")
+    spec = tf.TensorSpec([1, 4, 4, 2], tf.float32)
+    assert _xla_nodes(tf.function(layer).get_concrete_function(spec))
+    with export_mode():
+        # The converters see Keras' own graph: TFLite's HARD_SWISH / LOGISTIC + MUL.
+        assert _xla_nodes(tf.function(layer).get_concrete_function(spec)) == []
+    monkeypatch.setenv("HMFF_EDGE_XLA_ACTIVATIONS", "0")
+    assert _xla_nodes(tf.function(layer).get_concrete_function(spec)) == []
+
+
+def test_fused_activation_leaves_other_activations_to_keras():
+    from hmff_edge.models.layers import _FUSED, FusedActivation
+
+    layer = FusedActivation("relu")
+    assert layer.activation not in _FUSED
+    np.testing.assert_array_equal(np.asarray(layer(np.array([-1.0, 2.0], "float32"))), [0, 2])
+
+
 def test_zoo_layers_survive_save_and_load(tmp_path):
     import keras
 
@@ -134,7 +195,7 @@ def test_zoo_layers_survive_save_and_load(tmp_path):
 
     m = build_model("hmff-mobilenet-16ch", img_size=32, num_classes=3)
     kinds = {type(layer).__name__ for layer in m.layers}
-    assert {"FusedBatchNormalization", "PaddingAwareDepthwiseConv2D"} <= kinds
+    assert {"FusedBatchNormalization", "PaddingAwareDepthwiseConv2D", "FusedActivation"} <= kinds
     m.save(tmp_path / "m.keras")
     back = keras.models.load_model(tmp_path / "m.keras")
     assert {type(layer).__name__ for layer in back.layers} == kinds

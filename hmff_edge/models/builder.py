@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from hmff_edge._lazy import keras as _keras
 from hmff_edge.models.layers import (
     ChannelInterleave,
+    FusedActivation,
     FusedBatchNormalization,
     GroupedPointwiseConv2D,
     PaddingAwareDepthwiseConv2D,
@@ -37,7 +38,7 @@ def _bn(x, name: str):
 def _act(x, activation: str, name: str):
     if activation == "relu6":
         return layers.ReLU(6.0, name=name)(x)
-    return layers.Activation(activation, name=name)(x)
+    return FusedActivation(activation, name=name)(x)
 
 
 def _conv_bn_act(x, filters, kernel, stride, activation, name):
