@@ -102,11 +102,17 @@ def test_grouped_pointwise_rules():
                       if type(layer).__name__ in ("Conv2D", "GroupedPointwiseConv2D",
                                                   "ChannelInterleave", "Add"))
 
+    def interleaving(cin, filters, ch):
+        inp = keras.Input((4, 4, cin))
+        m = keras.Model(inp, grouped_pointwise(inp, filters, ch, "swish", "t"))
+        return [layer.name for layer in m.layers if getattr(layer, "interleave_input", False)]
+
     assert kinds(32, 32, 16) == ["Conv2D"]  # 32 <= 2*16: plain
     assert kinds(32, 64, 16) == ["GroupedPointwiseConv2D"]  # expanding: layer 1 only
     assert kinds(16, 64, 16) == ["Conv2D"]  # expanding but 16 <= 16: plain
-    assert kinds(64, 64, 16) == ["Add", "ChannelInterleave", "GroupedPointwiseConv2D",
-                                 "GroupedPointwiseConv2D"]
+    assert kinds(64, 64, 16) == ["Add", "GroupedPointwiseConv2D", "GroupedPointwiseConv2D"]
+    assert interleaving(64, 64, 16) == ["t_pw2"]  # the second path reads interleaved channels
+    assert interleaving(32, 64, 16) == []
 
 
 def test_interleave_order():
@@ -225,22 +231,25 @@ def test_activation_variants_registered():
     assert math.isclose(v.paper_params, 0.245e6)
 
 
+@pytest.mark.parametrize("interleave", [False, True])
 @pytest.mark.parametrize("groups", [2, 4, 8])
-def test_grouped_pointwise_forms_match_numpy(groups):
+def test_grouped_pointwise_forms_match_numpy(groups, interleave):
     """Both training forms (dense block-diagonal, batched matmul) and the export form compute
-    the grouped 1x1 convolution defined group by group in numpy."""
+    the grouped 1x1 convolution defined group by group in numpy, with and without the folded
+    channel interleave (group j's channel c is input channel c * groups + j)."""
     from hmff_edge.models.layers import GroupedPointwiseConv2D, export_mode
 
     rng = np.random.default_rng(groups)
     x = rng.normal(size=(2, 3, 3, 16)).astype("float32")
-    layer = GroupedPointwiseConv2D(24, groups)
+    layer = GroupedPointwiseConv2D(24, groups, interleave_input=interleave)
     train_out = np.asarray(layer(x))
     with export_mode():
         export_out = np.asarray(layer(x))
     k = np.asarray(layer.kernel)[0, 0]  # (16/g, 24)
     cin_g, fg = 16 // groups, 24 // groups
+    xs = x[..., [c * groups + j for j in range(groups) for c in range(cin_g)]] if interleave else x
     ref = np.concatenate(
-        [x[..., j * cin_g:(j + 1) * cin_g] @ k[:, j * fg:(j + 1) * fg] for j in range(groups)],
+        [xs[..., j * cin_g:(j + 1) * cin_g] @ k[:, j * fg:(j + 1) * fg] for j in range(groups)],
         axis=-1,
     )
     np.testing.assert_allclose(train_out, ref, rtol=1e-5, atol=1e-5)

@@ -172,7 +172,8 @@ def _interleave_count(src: ResolvedSource) -> int:
         model = _parent_model(src)
         src.interleaves = sum(1 for layer in _walk(model)
                               if "interleave" in type(layer).__name__.lower()
-                              or "shuffle" in type(layer).__name__.lower())
+                              or "shuffle" in type(layer).__name__.lower()
+                              or getattr(layer, "interleave_input", False))
     return src.interleaves
 
 

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 from hmff_edge._lazy import keras as _keras
 from hmff_edge.models.layers import (
-    ChannelInterleave,
     FusedActivation,
     FusedBatchNormalization,
     GroupedPointwiseConv2D,
@@ -56,11 +55,12 @@ def _depthwise_bn_act(x, stride, dilation, activation, name):
     return _act(x, activation, f"{name}_act")
 
 
-def _grouped_conv_bn_act(x, filters, groups, activation, name):
+def _grouped_conv_bn_act(x, filters, groups, activation, name, interleave_input=False):
     if groups == 1:
         x = layers.Conv2D(filters, 1, use_bias=False, name=name)(x)
     else:
-        x = GroupedPointwiseConv2D(filters, groups, name=name)(x)
+        x = GroupedPointwiseConv2D(filters, groups, interleave_input=interleave_input,
+                                   name=name)(x)
     x = _bn(x, f"{name}_bn")
     return _act(x, activation, f"{name}_act")
 
@@ -71,7 +71,8 @@ def grouped_pointwise(x, filters: int, ch: int | None, activation: str, name: st
     * too narrow to group (``Cin <= 2*Ch``, or ``Cin <= Ch`` when expanding): a plain 1x1;
     * otherwise a grouped 1x1 with ``ceil(Cin / Ch)`` groups (at most ``filters``);
     * when it does not expand and has more than one group, a second path: interleave the
-      channels, a grouped 1x1 with the same group count, and add it to the first path.
+      channels, a grouped 1x1 with the same group count, and add it to the first path (the
+      interleave is folded into that second layer, see ``GroupedPointwiseConv2D``).
 
     With ``ch=None`` it is MobileNet's plain pointwise convolution.
     """
@@ -87,8 +88,8 @@ def grouped_pointwise(x, filters: int, ch: int | None, activation: str, name: st
     y = _grouped_conv_bn_act(x, filters, groups, activation, f"{name}_pw1")
     if expanding or groups == 1:
         return y
-    z = ChannelInterleave(groups, name=f"{name}_shuffle")(y)
-    z = _grouped_conv_bn_act(z, filters, groups, activation, f"{name}_pw2")
+    z = _grouped_conv_bn_act(y, filters, groups, activation, f"{name}_pw2",
+                             interleave_input=True)
     return layers.Add(name=f"{name}_add")([y, z])
 
 

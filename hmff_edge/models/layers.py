@@ -57,13 +57,22 @@ class GroupedPointwiseConv2D(keras.layers.Layer):
 
     The kernel has the layout of ``Conv2D(groups=g)``: ``(1, 1, Cin // g, filters)``, output
     channel ``o`` belonging to group ``o // (filters // g)``.
+
+    With ``interleave_input=True`` the layer first interleaves its input channels with step
+    ``groups`` (what :class:`ChannelInterleave` does: channel ``i`` of group ``h`` is input
+    channel ``i * groups + h``), kMobileNet's second path. In training form that costs
+    nothing extra: the batched matmul's input transpose reads the channels in interleaved
+    order, and the block-diagonal kernel's rows are permuted instead of the activation.
+    Export form keeps one explicit interleave (a single TFLite ``TRANSPOSE``), because a
+    grouped ``CONV_2D`` needs each group's channels to be contiguous.
     """
 
     def __init__(self, filters: int, groups: int, kernel_initializer="glorot_uniform",
-                 **kwargs):
+                 interleave_input: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.groups = int(groups)
+        self.interleave_input = bool(interleave_input)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         if self.filters % self.groups:
             raise ValueError(f"filters={filters} is not divisible by groups={groups}")
@@ -80,6 +89,8 @@ class GroupedPointwiseConv2D(keras.layers.Layer):
 
     def call(self, x):
         if in_export_mode():
+            if self.interleave_input:
+                x = interleave_channels(x, self.groups)
             return tf.nn.conv2d(x, self.kernel, strides=1, padding="VALID")
         if self.groups <= DENSE_MAX_GROUPS:
             return tf.nn.conv2d(x, self.block_diagonal_kernel(), strides=1, padding="VALID")
@@ -90,11 +101,15 @@ class GroupedPointwiseConv2D(keras.layers.Layer):
         return tf.reshape(self.kernel, (self.kernel.shape[2], self.groups, self.filters // self.groups))
 
     def block_diagonal_kernel(self):
-        """The same weights as a dense ``(1, 1, Cin, F)`` kernel, zero outside the groups."""
+        """The same weights as a dense ``(1, 1, Cin, F)`` kernel, zero outside the groups
+        (rows in the layer's input order, so interleaved when ``interleave_input``)."""
         k = self._grouped_kernel()
         bd = tf.einsum("cjf,jh->jchf", k, tf.eye(self.groups, dtype=k.dtype))
-        cin = self.kernel.shape[2] * self.groups
-        return tf.reshape(bd, (1, 1, cin, self.filters))
+        cin_g = self.kernel.shape[2]
+        if self.interleave_input:
+            # Row (group j, channel c) reads input channel c * G + j.
+            bd = tf.transpose(bd, (1, 0, 2, 3))
+        return tf.reshape(bd, (1, 1, cin_g * self.groups, self.filters))
 
     def _batched_matmul(self, x):
         # [N*H*W, G, Cin/G] -> [G, N*H*W, Cin/G] @ [G, Cin/G, F/G] -> [N*H*W, G, F/G].
@@ -104,7 +119,11 @@ class GroupedPointwiseConv2D(keras.layers.Layer):
         cin_g = self.kernel.shape[2]
         h, w = x.shape[1], x.shape[2]
         k = tf.transpose(self._grouped_kernel(), (1, 0, 2))
-        xt = tf.transpose(tf.reshape(x, (-1, g, cin_g)), (1, 0, 2))
+        if self.interleave_input:
+            # Input channel c * G + j is channel c of group j: one transpose does both.
+            xt = tf.transpose(tf.reshape(x, (-1, cin_g, g)), (2, 0, 1))
+        else:
+            xt = tf.transpose(tf.reshape(x, (-1, g, cin_g)), (1, 0, 2))
         y = tf.transpose(tf.matmul(xt, k), (1, 0, 2))
         return tf.reshape(y, (-1, h, w, self.filters))
 
@@ -114,25 +133,40 @@ class GroupedPointwiseConv2D(keras.layers.Layer):
     def get_config(self):
         cfg = super().get_config()
         cfg.update(filters=self.filters, groups=self.groups,
+                   interleave_input=self.interleave_input,
                    kernel_initializer=keras.initializers.serialize(self.kernel_initializer))
         return cfg
 
 
+def interleave_channels(x, step: int):
+    """Take every ``step``-th channel starting at 0, 1, ..., step-1 (NHWC, static H, W, C).
+
+    reshape -> transpose -> reshape with constant shapes and a ``-1`` batch: one TFLite
+    ``TRANSPOSE``, no ``SHAPE``/``PACK`` ops that would split the XNNPACK delegate.
+    """
+    h, w, c = x.shape[1], x.shape[2], x.shape[3]
+    if c % step:
+        raise ValueError(f"channels {c} not divisible by interleave step {step}")
+    y = tf.reshape(x, (-1, h * w, c // step, step))
+    y = tf.transpose(y, (0, 1, 3, 2))
+    return tf.reshape(y, (-1, h, w, c))
+
+
 @keras.saving.register_keras_serializable(package="hmff_edge")
 class ChannelInterleave(keras.layers.Layer):
-    """Channel shuffle: take every ``step``-th channel starting at 0, 1, ..., step-1."""
+    """Channel shuffle: take every ``step``-th channel starting at 0, 1, ..., step-1.
+
+    The builder folds the interleave into the following grouped convolution
+    (``GroupedPointwiseConv2D(interleave_input=True)``); this layer stays for models saved
+    before that, and for custom models.
+    """
 
     def __init__(self, step: int, **kwargs):
         super().__init__(**kwargs)
         self.step = int(step)
 
     def call(self, x):
-        h, w, c = x.shape[1], x.shape[2], x.shape[3]
-        if c % self.step:
-            raise ValueError(f"channels {c} not divisible by interleave step {self.step}")
-        y = tf.reshape(x, (-1, h * w, c // self.step, self.step))
-        y = tf.transpose(y, (0, 1, 3, 2))
-        return tf.reshape(y, (-1, h, w, c))
+        return interleave_channels(x, self.step)
 
     def compute_output_shape(self, input_shape):
         return input_shape
