@@ -300,18 +300,18 @@ def fused_activations_enabled() -> bool:
 
 @keras.saving.register_keras_serializable(package="hmff_edge")
 class FusedActivation(keras.layers.Activation):
-    """``Activation`` whose swish / hard_swish run as fused XLA kernels when traced for
-    training or Keras inference.
+    """``Activation`` whose swish / hard_swish run as fused XLA kernels in training.
 
     On this 2-core CPU swish's backward was the largest element-wise cost of an HMFF
     training step (Sigmoid + Mul + Sub + AddV2 ops, about a quarter of the step at 64x64).
-    Weights, config and the export graph (plain Keras, inside :func:`export_mode`) are those
-    of ``keras.layers.Activation``; other activations fall through to it.
+    Only ``training=True`` calls (``fit``) take the fused path; inference, any graph a user
+    exports with Keras or TensorFlow, and :func:`export_mode` get Keras' own ops. Config and
+    serialization are those of ``keras.layers.Activation``; other activations fall through.
     """
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         fused = _FUSED.get(self.activation)
-        if (fused is None or in_export_mode() or not fused_activations_enabled()
+        if (not training or fused is None or in_export_mode() or not fused_activations_enabled()
                 or inputs.dtype != tf.float32):
             return super().call(inputs)
         return fused(inputs)
