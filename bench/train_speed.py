@@ -61,7 +61,12 @@ def main() -> None:
                     default=["mobilenet-v1", "hmff-mobilenet-16ch", "hmff-mobilenet-64ch"])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_speed"))
+    ap.add_argument("--no-xla-activations", action="store_true",
+                    help="train with Keras' own swish/hard_swish gradients (A/B of the fused "
+                         "XLA kernels; same as HMFF_EDGE_XLA_ACTIVATIONS=0)")
     a = ap.parse_args()
+    if a.no_xla_activations:
+        os.environ["HMFF_EDGE_XLA_ACTIVATIONS"] = "0"
 
     import keras
     import numpy as np
@@ -70,6 +75,7 @@ def main() -> None:
     from hmff_edge.data import InMemoryData, decode_split, resolve_source, split_validation
     from hmff_edge.metadata import DEFAULT_MEAN, DEFAULT_STD
     from hmff_edge.models import build_model
+    from hmff_edge.models.layers import fused_activations_enabled
 
     def compiled(name, size):
         keras.utils.set_random_seed(0)
@@ -139,6 +145,7 @@ def main() -> None:
                        "load_avg_at_end": list(os.getloadavg()),
                        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
            "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+           "xla_activations": fused_activations_enabled(),
            "training_speed": speed, "pipeline": pipe}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -147,7 +154,9 @@ def main() -> None:
              f"CPU: {os.cpu_count()} cores {platform.machine()}, load average at the end "
              f"{os.getloadavg()[0]:.1f} (shared machine); batch {a.batch}; median step time "
              f"over {a.repeats} round-robin runs of {a.steps} steps (half at 64 px), each "
-             "step timed between batch ends so fit()'s per-call set-up is left out.", "",
+             "step timed between batch ends so fit()'s per-call set-up is left out; swish / "
+             "hard_swish gradients as fused XLA kernels: "
+             f"{'yes' if res['xla_activations'] else 'no (Keras ops)'}.", "",
              "| model | input | images/s | ms/step | vs mobilenet-v1 |", "|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['img_size']} | {r['images_per_s']} | {r['step_ms']} | "
               f"{r['ratio_vs_mobilenet_v1']}x |" for r in speed]
