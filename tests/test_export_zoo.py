@@ -36,19 +36,10 @@ def zoo_export(zoo):
     return report, root / "out", model
 
 
-def layer_counts(model_path: Path) -> Counter:
+def model_layers(model_path: Path) -> list:
     from hmff_edge.convert.trace import load_keras
 
-    model = load_keras(model_path)
-    return Counter(type(la).__name__ for la in model._flatten_layers())
-
-
-def interleaving_layers(model_path: Path) -> int:
-    """Grouped convolutions that interleave their input (kMobileNet's second paths)."""
-    from hmff_edge.convert.trace import load_keras
-
-    return sum(1 for la in load_keras(model_path)._flatten_layers()
-               if getattr(la, "interleave_input", False))
+    return list(load_keras(model_path)._flatten_layers())
 
 
 def tflite_ops(path: Path) -> list[dict]:
@@ -81,8 +72,10 @@ def test_tflite_ops_grouped_conv_interleave_and_dilation(zoo_export):
     report, out, model = zoo_export
     ops = tflite_ops(out / "tflite_fp32.tflite")
     hist = Counter(o["op"] for o in ops)
-    layers = layer_counts(model)
-    interleaves = interleaving_layers(model)
+    all_layers = model_layers(model)
+    layers = Counter(type(la).__name__ for la in all_layers)
+    # grouped convolutions that interleave their input (kMobileNet's second paths)
+    interleaves = sum(1 for la in all_layers if getattr(la, "interleave_input", False))
     assert interleaves > 0
     assert hist["TRANSPOSE"] == interleaves  # one TRANSPOSE per interleave
     for bad in ("SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "SHAPE", "STRIDED_SLICE",

@@ -3,7 +3,7 @@ depthwise convolution that skips the taps that can only ever see padding, a batc
 normalization that trains through TensorFlow's fused kernel, and an activation whose
 gradient is one fused XLA kernel.
 
-The grouped convolution and the interleave have two graph forms over one set of weights:
+The grouped convolution has two graph forms over one set of weights:
 
 * training form (default): the grouped 1x1 is one batched matmul over ``[G, N*H*W, Cin/G]``,
   or, for 4 groups or fewer, a dense 1x1 convolution over the block-diagonal kernel. Keras'
@@ -12,9 +12,11 @@ The grouped convolution and the interleave have two graph forms over one set of 
 * export form (inside :func:`export_mode`): one grouped ``tf.nn.conv2d``, which converts to a
   single TFLite ``CONV_2D`` with a grouped filter and to ONNX ``Conv(group=g)``.
 
-The interleave is reshape -> transpose -> reshape with constant shapes (``-1`` batch) in both
-forms: one TFLite ``TRANSPOSE`` instead of one ``STRIDED_SLICE`` per step, and no dynamic
-``SHAPE``/``PACK`` ops that would split the XNNPACK delegate.
+The interleave (:func:`interleave_channels`) is reshape -> transpose -> reshape with constant
+shapes (``-1`` batch): one TFLite ``TRANSPOSE`` instead of one ``STRIDED_SLICE`` per step, and
+no dynamic ``SHAPE``/``PACK`` ops that would split the XNNPACK delegate. The builder folds it
+into the grouped convolution that follows (``interleave_input=True``), whose training form
+reads its input in interleaved order with the transpose it needs anyway.
 """
 
 from __future__ import annotations
