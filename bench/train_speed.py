@@ -32,6 +32,9 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+_FORMS = {"conv2d": "grouped conv2d", "matmul": "batched matmul (fallback)"}
+
+
 def timed_fit(model, ds, steps: int) -> float:
     """Median seconds per training step inside one ``fit`` call.
 
@@ -64,9 +67,14 @@ def main() -> None:
     ap.add_argument("--no-xla-activations", action="store_true",
                     help="train with Keras' own swish/hard_swish gradients (A/B of the fused "
                          "XLA kernels; same as HMFF_EDGE_XLA_ACTIVATIONS=0)")
+    ap.add_argument("--no-native-grouped-conv", action="store_true",
+                    help="train grouped 1x1s through the batched-matmul fallback instead of a "
+                         "grouped conv2d (A/B; same as HMFF_EDGE_NATIVE_GROUPED_CONV=0)")
     a = ap.parse_args()
     if a.no_xla_activations:
         os.environ["HMFF_EDGE_XLA_ACTIVATIONS"] = "0"
+    if a.no_native_grouped_conv:
+        os.environ["HMFF_EDGE_NATIVE_GROUPED_CONV"] = "0"
 
     import keras
     import numpy as np
@@ -75,7 +83,7 @@ def main() -> None:
     from hmff_edge.data import InMemoryData, decode_split, resolve_source, split_validation
     from hmff_edge.metadata import DEFAULT_MEAN, DEFAULT_STD
     from hmff_edge.models import build_model
-    from hmff_edge.models.layers import fused_activations_enabled
+    from hmff_edge.models.layers import fused_activations_enabled, native_grouped_training
 
     def compiled(name, size):
         keras.utils.set_random_seed(0)
@@ -146,6 +154,7 @@ def main() -> None:
                        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
            "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
            "xla_activations": fused_activations_enabled(),
+           "grouped_training_form": "conv2d" if native_grouped_training() else "matmul",
            "training_speed": speed, "pipeline": pipe}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -156,7 +165,8 @@ def main() -> None:
              f"over {a.repeats} round-robin runs of {a.steps} steps (half at 64 px), each "
              "step timed between batch ends so fit()'s per-call set-up is left out; swish / "
              "hard_swish gradients as fused XLA kernels: "
-             f"{'yes' if res['xla_activations'] else 'no (Keras ops)'}.", "",
+             f"{'yes' if res['xla_activations'] else 'no (Keras ops)'}; grouped 1x1s trained "
+             f"as {_FORMS[res['grouped_training_form']]}.", "",
              "| model | input | images/s | ms/step | vs mobilenet-v1 |", "|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['img_size']} | {r['images_per_s']} | {r['step_ms']} | "
               f"{r['ratio_vs_mobilenet_v1']}x |" for r in speed]

@@ -231,29 +231,103 @@ def test_activation_variants_registered():
     assert math.isclose(v.paper_params, 0.245e6)
 
 
-@pytest.mark.parametrize("interleave", [False, True])
-@pytest.mark.parametrize("groups", [2, 4, 8])
-def test_grouped_pointwise_forms_match_numpy(groups, interleave):
-    """Both training forms (dense block-diagonal, batched matmul) and the export form compute
-    the grouped 1x1 convolution defined group by group in numpy, with and without the folded
-    channel interleave (group j's channel c is input channel c * groups + j)."""
-    from hmff_edge.models.layers import GroupedPointwiseConv2D, export_mode
-
-    rng = np.random.default_rng(groups)
-    x = rng.normal(size=(2, 3, 3, 16)).astype("float32")
-    layer = GroupedPointwiseConv2D(24, groups, interleave_input=interleave)
-    train_out = np.asarray(layer(x))
-    with export_mode():
-        export_out = np.asarray(layer(x))
-    k = np.asarray(layer.kernel)[0, 0]  # (16/g, 24)
-    cin_g, fg = 16 // groups, 24 // groups
+def _grouped_reference(x, k, groups, interleave):
+    """The grouped 1x1 convolution defined group by group in numpy (group j's channel c is
+    input channel c * groups + j when interleaved)."""
+    cin, f = x.shape[-1], k.shape[-1]
+    cin_g, fg = cin // groups, f // groups
     xs = x[..., [c * groups + j for j in range(groups) for c in range(cin_g)]] if interleave else x
-    ref = np.concatenate(
+    return np.concatenate(
         [xs[..., j * cin_g:(j + 1) * cin_g] @ k[:, j * fg:(j + 1) * fg] for j in range(groups)],
         axis=-1,
     )
-    np.testing.assert_allclose(train_out, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("form", ["native", "fallback"])
+@pytest.mark.parametrize("interleave", [False, True])
+@pytest.mark.parametrize("groups", [2, 4, 8])
+def test_grouped_pointwise_forms_match_numpy(groups, interleave, form, monkeypatch):
+    """Every graph form (grouped conv, and the fallback's dense block-diagonal / batched
+    matmul) computes the grouped 1x1 convolution defined in numpy, forward and gradient,
+    with and without the folded channel interleave; export mode is the grouped conv."""
+    import tensorflow as tf
+
+    from hmff_edge.models import layers as L
+
+    if form == "fallback":
+        monkeypatch.setenv("HMFF_EDGE_NATIVE_GROUPED_CONV", "0")
+    elif not L.native_grouped_training():
+        pytest.skip("this TensorFlow build has no grouped-convolution gradient")
+    rng = np.random.default_rng(groups)
+    x = rng.normal(size=(2, 3, 3, 16)).astype("float32")
+    layer = L.GroupedPointwiseConv2D(24, groups, interleave_input=interleave)
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        y = layer(xt)
+        loss = tf.reduce_sum(y * y)
+    gx, gk = tape.gradient(loss, [xt, layer.kernel])
+    with L.export_mode():
+        export_out = np.asarray(layer(x))
+    k = np.asarray(layer.kernel)[0, 0]  # (16/g, 24)
+    ref = _grouped_reference(x, k, groups, interleave)
+    np.testing.assert_allclose(np.asarray(y), ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(export_out, ref, rtol=1e-5, atol=1e-5)
+    # d(sum y^2)/dk and /dx from the same reference: each group's 1x1 is a matmul.
+    dy = 2 * ref
+    cin_g, fg = 16 // groups, 24 // groups
+    order = [c * groups + j for j in range(groups) for c in range(cin_g)] if interleave else \
+        list(range(16))
+    xs = x[..., order].reshape(-1, 16)
+    dyf = dy.reshape(-1, 24)
+    gk_ref = np.concatenate([xs[:, j * cin_g:(j + 1) * cin_g].T @ dyf[:, j * fg:(j + 1) * fg]
+                             for j in range(groups)], axis=-1)
+    gxs = np.concatenate([dyf[:, j * fg:(j + 1) * fg] @ k[:, j * fg:(j + 1) * fg].T
+                          for j in range(groups)], axis=-1)
+    gx_ref = np.empty_like(gxs)
+    gx_ref[:, order] = gxs
+    np.testing.assert_allclose(np.asarray(gk)[0, 0], gk_ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(gx).reshape(-1, 16), gx_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_grouped_training_form_follows_the_probe(monkeypatch):
+    """The probe answers what TensorFlow can do here (a grouped conv2d gradient inside a
+    tf.function), is cached, works while a function is being traced, and the switch forces
+    the fallback; the traced training graph then holds a grouped Conv2D or no Conv2D."""
+    import tensorflow as tf
+
+    from hmff_edge.models import layers as L
+
+    x = tf.ones((1, 2, 2, 8))
+    k = tf.ones((1, 1, 4, 8))
+
+    @tf.function
+    def grad():
+        with tf.GradientTape() as tape:
+            tape.watch([x, k])
+            y = tf.nn.conv2d(x, k, strides=1, padding="VALID")
+        return tape.gradient(y, [x, k])
+
+    try:
+        grad()
+        truth = True
+    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
+        truth = False
+    L._GROUPED_GRADIENT.clear()
+    layer = L.GroupedPointwiseConv2D(16, 8)  # more groups than the dense fallback takes
+
+    def traced_ops():
+        fn = tf.function(lambda v: layer(v))
+        graph = fn.get_concrete_function(tf.ones((1, 2, 2, 16))).graph
+        return {op.type for op in graph.get_operations()}
+
+    ops = traced_ops()
+    assert L._GROUPED_GRADIENT.get("ok") is truth  # probed once, during the trace
+    assert ("Conv2D" in ops, "BatchMatMulV2" in ops) == (truth, not truth), ops
+    monkeypatch.setenv("HMFF_EDGE_NATIVE_GROUPED_CONV", "0")
+    assert L.native_grouped_training() is False
+    ops = traced_ops()
+    assert "BatchMatMulV2" in ops and "Conv2D" not in ops, ops
 
 
 def test_atomic_write_gives_normal_permissions(tmp_path):
