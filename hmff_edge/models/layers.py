@@ -9,8 +9,10 @@ The grouped convolution has one weight layout and these graph forms:
   converts to a single TFLite ``CONV_2D`` with a grouped filter and to ONNX
   ``Conv(group=g)``, and it is what export always traces (:func:`export_mode`). Where
   TensorFlow can differentiate it (oneDNN on x86 CPUs, the default; cuDNN on GPUs) it is
-  the training form too: 1.05-1.5x faster forward + backward than the matmul forms below
-  on the zoo's layer shapes, measured on this 2-core CPU.
+  the training form too. On this 2-core CPU its forward + backward ran 1.04-1.46x faster
+  than the matmul forms below on six zoo layer shapes (batch 64); at 64 px HMFF-16Ch /
+  64Ch went from 0.92x / 0.95x MobileNetV1's training speed to 0.95x / 0.99x
+  (``bench/train_speed.py [--no-native-grouped-conv]``).
 * fallback training form, where a grouped ``tf.nn.conv2d`` has no gradient (TensorFlow's
   Eigen CPU kernels, e.g. ``TF_ENABLE_ONEDNN_OPTS=0``): one batched matmul over
   ``[G, N*H*W, Cin/G]``, or, for 4 groups or fewer, a dense 1x1 convolution over the
