@@ -3,8 +3,9 @@
 The export graph is a ``tf.function`` with a FIXED batch (:data:`TRACE_BATCH`), traced inside
 ``hmff_edge.models.layers.export_mode()``:
 
-* export mode turns the zoo's grouped 1x1 convolutions (a batched matmul for training) into one
-  grouped ``tf.nn.conv2d`` (TFLite CONV_2D with a grouped filter, ONNX ``Conv(group=g)``);
+* export mode makes every grouped 1x1 convolution of the zoo one grouped ``tf.nn.conv2d``
+  (TFLite CONV_2D with a grouped filter, ONNX ``Conv(group=g)``), also where training used
+  the batched-matmul fallback (a TensorFlow build without a grouped-conv gradient);
 * a fixed batch lets the converter fuse a dilated depthwise convolution into one native
   dilated DEPTHWISE_CONV_2D; with a dynamic batch it becomes SPACE_TO_BATCH_ND +
   DEPTHWISE_CONV_2D + BATCH_TO_SPACE_ND. The batch stays resizable at run time because the
