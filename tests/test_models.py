@@ -342,3 +342,29 @@ def test_atomic_write_gives_normal_permissions(tmp_path):
     assert p.read_bytes() == b"{}"
     assert (p.stat().st_mode & 0o777) == (0o666 & ~umask)
     assert [f.name for f in tmp_path.iterdir()] == ["x.json"]  # no temporary left behind
+
+
+@pytest.mark.parametrize("name", ["mobilenet-v1", "hmff-mobilenet-16ch"])
+def test_train_stages_cuts_follow_the_block_order(name):
+    """bench/train_stages.py cuts each network after the last layer of blocks 2, 3, 5, 11 and
+    before pooling: every later cut holds strictly more weights, and the first and last cuts
+    are the layers they name."""
+    import importlib.util
+    from pathlib import Path
+
+    import keras
+
+    from hmff_edge.models import build_model
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "train_stages.py"
+    spec = importlib.util.spec_from_file_location("train_stages", path)
+    stages = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stages)
+    model = build_model(name, img_size=32)
+    outs = [stages._cut_layer(model, cut) for cut in stages.CUTS]
+    sizes = [keras.Model(model.input, o).count_params() for o in outs]
+    assert sizes == sorted(set(sizes)), sizes
+    assert outs[-1] is model.get_layer("pool").input
+    last_block2 = [layer for layer in model.layers if layer.name.startswith("block2_")][-1]
+    assert outs[0] is last_block2.output
+    assert len(stages.CUTS) == len(stages.STAGES)
