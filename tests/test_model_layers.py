@@ -227,3 +227,54 @@ def test_random_model_bn_calibration_keeps_activations_unit_scale():
     # this layer's 2x2 map a few 8-image batches estimate the statistics only roughly.
     assert before < 1e-3, before
     assert 0.1 < after < 10.0, after
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_precise_bn_averages_batch_statistics_in_one_trace(fused):
+    """average_bn_statistics leaves each BN layer with the mean of the per-batch means and
+    of the per-batch (biased) variances, for the zoo's fused BN and for Keras' own; the
+    traced forward pass is reused by later calls; momentum comes back unchanged."""
+    import keras
+
+    from hmff_edge.models import bn_stats
+    from hmff_edge.models.layers import FusedBatchNormalization
+
+    bn_cls = FusedBatchNormalization if fused else keras.layers.BatchNormalization
+    inp = keras.Input((4, 4, 3))
+    out = bn_cls(momentum=0.9, name="bn")(keras.layers.Conv2D(3, 1, name="c")(inp))
+    model = keras.Model(inp, out)
+    rng = np.random.default_rng(0)
+    batches = [(rng.normal(size=(5, 4, 4, 3)) * (k + 1) + k).astype("float32") for k in range(3)]
+    conv = keras.Model(inp, model.get_layer("c").output)
+    pre = [np.asarray(conv(b)).reshape(-1, 3) for b in batches]
+    assert bn_stats.average_bn_statistics(model, batches) == 3
+    bn = model.get_layer("bn")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean([p.mean(0) for p in pre], 0),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), np.mean([p.var(0) for p in pre], 0),
+                               rtol=1e-4, atol=1e-5)
+    assert bn.momentum == 0.9
+    step = bn_stats._STEPS[model]
+    bn_stats.average_bn_statistics(model, batches[:2])
+    assert bn_stats._STEPS[model] is step and step.experimental_get_tracing_count() == 1
+
+
+def test_precise_bn_interrupted_keeps_the_previous_statistics():
+    import keras
+
+    from hmff_edge.models.bn_stats import average_bn_statistics
+
+    inp = keras.Input((2, 2, 2))
+    model = keras.Model(inp, keras.layers.BatchNormalization(name="bn")(inp))
+    bn = model.get_layer("bn")
+    bn.moving_mean.assign([0.5, -0.5])
+
+    def batches():
+        yield np.full((2, 2, 2, 2), 7.0, "float32")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        average_bn_statistics(model, batches())
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), [0.5, -0.5])
+    np.testing.assert_array_equal(bn.moving_variance.numpy(), [1.0, 1.0])
+    assert bn.momentum == 0.99
