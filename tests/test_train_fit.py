@@ -122,6 +122,12 @@ def test_early_stopping(folder, tmp_path):
                  epochs=6, lr=1e-12, early_stopping=2, bn_recalibrate=0),
             progress=False, echo=lambda s: None)
     assert r.stopped_early and r.epochs_done == 3 and r.best_epoch == 1
+    # model.keras is the best epoch's model (with its optimizer state), not the last one
+    import keras
+
+    best = keras.models.load_model(tmp_path / "es" / "model.keras")
+    last = keras.models.load_model(tmp_path / "es" / "checkpoints" / "epoch-0003.keras")
+    assert int(last.optimizer.iterations.numpy()) == 3 * int(best.optimizer.iterations.numpy()) > 0
 
 
 def test_cli_errors_and_bad_files(tmp_path):

@@ -253,11 +253,12 @@ def fit(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
             improved = row["val_accuracy"] > best_acc
             if improved:
                 best_acc, best_epoch, wait = row["val_accuracy"], epoch + 1, 0
-                run.save_keras(model, run.model_path)
             else:
                 wait += 1
             ckpt = run.checkpoint_path(epoch + 1)
             run.save_keras(model, ckpt)
+            if improved:  # the same bytes: a copy instead of a second save (~0.6 s here)
+                run.copy_file(ckpt, run.model_path)
             run.write_history(history)
             iters = int(model.optimizer.iterations.numpy())
             run.write_state({"epochs_done": epoch + 1, "checkpoint": str(ckpt.relative_to(run.root)),

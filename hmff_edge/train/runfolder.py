@@ -99,6 +99,12 @@ class RunFolder:
         model.save(tmp)
         os.replace(tmp, path)
 
+    def copy_file(self, src: Path, dst: Path) -> None:
+        """Copy to a temporary name, then an atomic rename (a kill never leaves half a file)."""
+        tmp = dst.with_name(f".{dst.stem}.tmp{os.getpid()}{dst.suffix}")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+
     def write_state(self, state: dict[str, Any]) -> None:
         self.write_json(self.state_path, state)
 
