@@ -5,7 +5,7 @@
 # fixed random subset of TRAIN_LIMIT training images for EPOCHS epochs with the paper's
 # recipe (Adam 1e-3, x0.75 every 10 epochs, batch 64, crop/flip/rotation augmentation),
 # validates on 10% of the training folder, and reports the test-split metrics of the best
-# epoch. Defaults took 482 s (about 8 minutes) on a 2-core CPU.
+# epoch. Defaults took 447 s (about 7.5 minutes) on a 2-core CPU.
 #
 #   bench/reproduce_cifar10.sh                               # hmff-mobilenet-32ch
 #   MODEL=hmff-mobilenet-32ch-hs bench/reproduce_cifar10.sh  # the hard_swish variant
