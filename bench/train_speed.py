@@ -35,6 +35,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 _FORMS = {"conv2d": "grouped conv2d", "matmul": "batched matmul (fallback)"}
 
 
+def write_json(out: Path, res: dict) -> None:
+    """``out``.json with the record (parents created)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
+
+
 def timed_fit(model, ds, steps: int) -> float:
     """Median seconds per training step inside one ``fit`` call.
 
@@ -71,6 +77,8 @@ def main() -> None:
                     help="train grouped 1x1s through the batched-matmul fallback instead of a "
                          "grouped conv2d (A/B; same as HMFF_EDGE_NATIVE_GROUPED_CONV=0)")
     a = ap.parse_args()
+    if a.steps < 2:
+        ap.error(f"--steps must be at least 2 (steps are timed between batch ends), got {a.steps}")
     if a.no_xla_activations:
         os.environ["HMFF_EDGE_XLA_ACTIVATIONS"] = "0"
     if a.no_native_grouped_conv:
@@ -160,8 +168,7 @@ def main() -> None:
            "grouped_training_form": "conv2d" if native_grouped_training() else "matmul",
            "training_speed": speed, "pipeline": pipe}
     out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
+    write_json(out, res)
     lines = [f"# Training speed ({res['command']})", "",
              f"CPU: {os.cpu_count()} cores {platform.machine()}, load average at the end "
              f"{os.getloadavg()[0]:.1f} (shared machine); batch {a.batch}; median step time "

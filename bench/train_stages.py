@@ -16,7 +16,6 @@ Writes bench/results/train_stages.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -52,11 +51,13 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["mobilenet-v1", "hmff-mobilenet-16ch"])
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_stages"))
     a = ap.parse_args()
+    if a.steps < 2:
+        ap.error(f"--steps must be at least 2 (steps are timed between batch ends), got {a.steps}")
 
     import keras
     import numpy as np
     import tensorflow as tf
-    from train_speed import timed_fit
+    from train_speed import timed_fit, write_json
 
     from hmff_edge.models import build_model
 
@@ -102,8 +103,7 @@ def main() -> None:
            "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
            "stages": rows}
     out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
+    write_json(out, res)
     lines = [f"# Training time by stage ({res['command']})", "",
              f"{a.size}x{a.size} input, batch {a.batch}; median step of {a.repeats} round-robin "
              f"runs of {a.steps} steps per truncated model; stage = difference between "
