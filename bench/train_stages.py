@@ -7,7 +7,8 @@ A profiler's per-op times overlap on a 2-core CPU (TensorFlow runs independent o
 side, each then slower), so this measures whole training steps instead: for each cut point
 (the end of block 2, 3, 5, 11 and of the network) the model truncated there, with a
 pooling + softmax head, is trained with ``fit`` (Adam, batch 64, in-memory tensors); the
-difference between consecutive cuts is that stage's cost (forward, backward and optimizer).
+difference between consecutive cuts is that stage's cost (forward, backward and optimizer,
+Adam as ``hmff-edge train`` runs it).
 All truncated models are timed round-robin in one run, so load bursts hit them alike.
 
 Writes bench/results/train_stages.json and .md.
@@ -60,6 +61,7 @@ def main() -> None:
     from train_speed import timed_fit, write_json
 
     from hmff_edge.models import build_model
+    from hmff_edge.train.optim import fuse_adam
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((a.batch * 4, a.size, a.size, 3)).astype(np.float32)
@@ -74,7 +76,8 @@ def main() -> None:
             h = keras.layers.GlobalAveragePooling2D()(_cut_layer(full, cut))
             h = keras.layers.Dense(10, activation="softmax")(h)
             m = keras.Model(full.input, h)
-            m.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+            m.compile(fuse_adam(keras.optimizers.Adam(1e-3)), "sparse_categorical_crossentropy")
+            m.optimizer.build(m.trainable_variables)  # as `hmff-edge train` sets it up
             timed_fit(m, ds, 3)  # trace + warm-up
             trunks[(name, cut)] = m
     times: dict = {k: [] for k in trunks}
