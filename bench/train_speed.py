@@ -92,15 +92,15 @@ def main() -> None:
     from hmff_edge.metadata import DEFAULT_MEAN, DEFAULT_STD
     from hmff_edge.models import build_model
     from hmff_edge.models.layers import fused_activations_enabled, native_grouped_training
-    from hmff_edge.train.optim import fuse_adam
+    from hmff_edge.train.optim import prepare_adam
 
     def compiled(name, size):
         # The optimizer as `hmff-edge train` sets it up (fused Adam kernel, slots built).
         keras.utils.set_random_seed(0)
         m = build_model(name, img_size=size, num_classes=10)
-        m.compile(fuse_adam(keras.optimizers.Adam(1e-3)), "sparse_categorical_crossentropy",
+        m.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-        m.optimizer.build(m.trainable_variables)
+        prepare_adam(m)
         return m
 
     def tensor_ds(size):

@@ -70,3 +70,17 @@ def test_fused_adam_is_one_kernel_per_variable_and_saves_as_keras_adam(tmp_path)
     assert type(back.optimizer) is keras.optimizers.Adam
     sgd = keras.optimizers.SGD()
     assert fuse_adam(sgd) is sgd and "update_step" not in vars(sgd)
+
+
+def test_prepare_adam_builds_slots_once_and_fuses():
+    import keras
+
+    from hmff_edge.train.optim import prepare_adam
+
+    m = _model()
+    m.compile(keras.optimizers.Adam(1e-3), "mse")
+    opt = prepare_adam(m)
+    assert opt is m.optimizer and opt.built and "update_step" in vars(opt)
+    slots = [id(v) for v in opt.variables]
+    prepare_adam(m)  # a resumed model's optimizer is built already: nothing is rebuilt
+    assert [id(v) for v in m.optimizer.variables] == slots

@@ -28,7 +28,7 @@ from .data_setup import PreparedData, prepare_data
 from .distribute import StrategyInfo, make_strategy, patch_model_for_multi_worker
 from .metrics import compute_metrics
 from .modelfactory import build, register_custom_objects
-from .optim import fuse_adam
+from .optim import prepare_adam
 from .plots import plot_confusion, plot_curves
 from .runfolder import RunFolder
 
@@ -190,11 +190,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
                           dropout=cfg.dropout)
             model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.lr),
                           loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-            # Create the optimizer's slots now, eagerly (0.3 s): left to the first training
-            # step they are made inside its trace (4.7 s for the 16Ch model's 254 slots
-            # here) and force a second trace of the step.
-            model.optimizer.build(model.trainable_variables)
-        fuse_adam(model.optimizer)
+        prepare_adam(model)
     if multi:
         x0 = tf.zeros((1, cfg.img_size, cfg.img_size, 3), tf.float32)
         patch_model_for_multi_worker(model, (x0, tf.zeros((1,), tf.int32)))
