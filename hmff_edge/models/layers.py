@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import os
 from collections.abc import Iterator
 
@@ -45,36 +46,37 @@ _EXPORT_MODE = contextvars.ContextVar("hmff_edge_export_mode", default=False)
 # one dense convolution over the block-diagonal kernel); with many groups the matmul wins.
 DENSE_MAX_GROUPS = 4
 
-_GROUPED_GRADIENT: dict[str, bool] = {}
-
-
 def native_grouped_training() -> bool:
     """Whether training may use a grouped ``tf.nn.conv2d`` (see module doc).
 
-    Probed once per process with a tiny grouped convolution and its gradient on the default
-    device, because whether it works depends on the TensorFlow build and its flags (oneDNN's
-    CPU kernels and cuDNN have a gradient, TensorFlow's Eigen CPU kernels do not).
+    Probed once per process (:func:`grouped_conv_has_gradient`), because whether it works
+    depends on the TensorFlow build and its flags (oneDNN's CPU kernels and cuDNN have a
+    gradient, TensorFlow's Eigen CPU kernels do not).
     ``HMFF_EDGE_NATIVE_GROUPED_CONV=0`` forces the matmul fallback (for A/B benchmarks).
     """
     if os.environ.get("HMFF_EDGE_NATIVE_GROUPED_CONV", "1") == "0":
         return False
-    if "ok" not in _GROUPED_GRADIENT:
-        # Eager even while a tf.function or a Keras model is being traced. init_scope also
-        # pauses gradient tapes, so the two backprop ops are called directly.
-        with tf.init_scope():
-            x, k, dy = tf.ones((1, 1, 1, 4)), tf.ones((1, 1, 2, 4)), tf.ones((1, 1, 1, 4))
-            args = {"strides": [1, 1, 1, 1], "padding": "VALID"}
-            try:
-                gx = tf.raw_ops.Conv2DBackpropInput(input_sizes=x.shape, filter=k,
-                                                    out_backprop=dy, **args)
-                gk = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=k.shape,
-                                                     out_backprop=dy, **args)
-                # Every output gets 2 (input) / 1 (filter): a wrong result counts as no.
-                _GROUPED_GRADIENT["ok"] = bool(tf.reduce_all(gx == 2.0) and tf.reduce_all(gk == 1.0))
-            except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
-                    tf.errors.NotFoundError):
-                _GROUPED_GRADIENT["ok"] = False
-    return _GROUPED_GRADIENT["ok"]
+    return grouped_conv_has_gradient()
+
+
+@functools.cache
+def grouped_conv_has_gradient() -> bool:
+    """A tiny grouped convolution's two backprop ops, run on the default device."""
+    # Eager even while a tf.function or a Keras model is being traced. init_scope also
+    # pauses gradient tapes, so the two backprop ops are called directly.
+    with tf.init_scope():
+        x, k, dy = tf.ones((1, 1, 1, 4)), tf.ones((1, 1, 2, 4)), tf.ones((1, 1, 1, 4))
+        args = {"strides": [1, 1, 1, 1], "padding": "VALID"}
+        try:
+            gx = tf.raw_ops.Conv2DBackpropInput(input_sizes=x.shape, filter=k,
+                                                out_backprop=dy, **args)
+            gk = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=k.shape,
+                                                 out_backprop=dy, **args)
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
+                tf.errors.NotFoundError):
+            return False
+        # Every output gets 2 (input) / 1 (filter): a wrong result counts as no.
+        return bool(tf.reduce_all(gx == 2.0) and tf.reduce_all(gk == 1.0))
 
 
 @contextlib.contextmanager
@@ -100,10 +102,10 @@ class GroupedPointwiseConv2D(keras.layers.Layer):
 
     With ``interleave_input=True`` the layer first interleaves its input channels with step
     ``groups`` (what :class:`ChannelInterleave` does: channel ``i`` of group ``h`` is input
-    channel ``i * groups + h``), kMobileNet's second path. In training form that costs
-    nothing extra in the fallback training forms: the batched matmul's input transpose reads
-    the channels in interleaved order, and the block-diagonal kernel's rows are permuted
-    instead of the activation. The grouped-convolution form keeps one explicit interleave
+    channel ``i * groups + h``), kMobileNet's second path. In the fallback training forms
+    that costs nothing extra: the batched matmul's input transpose reads the channels in
+    interleaved order, and the block-diagonal kernel's rows are permuted instead of the
+    activation. The grouped-convolution form keeps one explicit interleave
     (a single TFLite ``TRANSPOSE``), because a grouped ``CONV_2D`` needs each group's
     channels to be contiguous.
     """
