@@ -95,15 +95,11 @@ class RunFolder:
 
     def save_keras(self, model, path: Path) -> None:
         """``model.save`` to a temporary name, then an atomic rename."""
-        tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.keras")
-        model.save(tmp)
-        os.replace(tmp, path)
+        _write_then_rename(path, model.save)
 
     def copy_file(self, src: Path, dst: Path) -> None:
         """Copy to a temporary name, then an atomic rename (a kill never leaves half a file)."""
-        tmp = dst.with_name(f".{dst.stem}.tmp{os.getpid()}{dst.suffix}")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+        _write_then_rename(dst, lambda tmp: shutil.copyfile(src, tmp))
 
     def write_state(self, state: dict[str, Any]) -> None:
         self.write_json(self.state_path, state)
@@ -124,3 +120,11 @@ class RunFolder:
             p.unlink(missing_ok=True)
         for p in self.ckpt_dir.glob(".*.tmp*"):  # leftovers of a killed save
             p.unlink(missing_ok=True)
+
+
+def _write_then_rename(path: Path, write) -> None:
+    """``write(tmp)`` beside ``path`` under a hidden ``.<stem>.tmp<pid><suffix>`` name (what
+    :meth:`RunFolder.prune_checkpoints` sweeps after a kill), then an atomic rename."""
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    write(tmp)
+    os.replace(tmp, path)
