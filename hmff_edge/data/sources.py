@@ -190,13 +190,7 @@ def load_cifar_pickles(folder: Path) -> DataSource:
     ``batches.meta`` (label names)."""
     batches = sorted(folder.glob("data_batch_*"))
     xs, ys = zip(*(_cifar_batch(b) for b in batches), strict=True)
-    names = list(CIFAR10_LABELS)
-    meta = folder / "batches.meta"
-    if meta.is_file():
-        m = _read_pickle(meta)
-        raw = m.get("label_names")
-        if raw:
-            names = [n.decode() if isinstance(n, bytes) else str(n) for n in raw]
+    names = _cifar_label_names(folder)
     train = Split(labels=np.concatenate(ys), images=np.concatenate(xs))
     test = None
     if (folder / "test_batch").is_file():
@@ -207,6 +201,31 @@ def load_cifar_pickles(folder: Path) -> DataSource:
         raise DataError(f"CIFAR batches in {str(folder)!r} have label {top - 1} but "
                         f"batches.meta names only {len(names)} classes")
     return DataSource("cifar-pickle", str(folder), names, train, test)
+
+
+def _cifar_label_names(folder: Path) -> list[str]:
+    """``batches.meta``'s label names, else the published CIFAR-10 ones."""
+    meta = folder / "batches.meta"
+    if meta.is_file():
+        raw = _read_pickle(meta).get("label_names")
+        if raw:
+            return [n.decode() if isinstance(n, bytes) else str(n) for n in raw]
+    return list(CIFAR10_LABELS)
+
+
+def peek_class_names(spec: str | os.PathLike | None) -> list[str]:
+    """The class names of a ``--data`` value without reading pixel data: folders are only
+    listed, CIFAR batches not opened (their names come from ``batches.meta``). Raises the
+    same :class:`DataError` as :func:`resolve_source` for a missing or unusable folder."""
+    if spec is None or str(spec) == "digits":
+        return [str(i) for i in range(10)]
+    path = Path(spec).expanduser()
+    if not path.exists() and str(spec).lower() in ("cifar10", "cifar-10"):
+        return list(CIFAR10_LABELS)
+    for folder in (path, path / "cifar-10-batches-py"):
+        if (folder / "data_batch_1").is_file():
+            return _cifar_label_names(folder)
+    return resolve_source(path).class_names
 
 
 def load_keras_cifar10() -> DataSource:

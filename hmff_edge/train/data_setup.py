@@ -58,29 +58,54 @@ def _materialize(split: Split, cfg: TrainConfig, in_memory: bool, name: str, pro
     return StreamingData(split.paths, split.labels, cfg.img_size)
 
 
-def prepare_data(cfg: TrainConfig, *, progress: bool = True,
-                 distributed: bool = False) -> PreparedData:
-    """Resolve, split (``val_split``/``seed``), decode. Raises :class:`DataError` naming the
-    folder when a class ends up without readable images."""
+@dataclass
+class PlannedSplits:
+    """Which images go where (labels and paths only; nothing decoded yet)."""
+
+    source: DataSource
+    train: Split
+    val: Split
+    test: Split | None
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.source.class_names)
+
+
+def plan_splits(cfg: TrainConfig) -> PlannedSplits:
+    """Resolve ``cfg.data`` and split it (``val_split``/``seed``, ``train_limit``): cheap, so
+    that class counts are known before any image is decoded."""
     source = resolve_source(cfg.data)
     train_split, val_split = split_validation(source.train, cfg.val_split, cfg.seed)
     if cfg.train_limit and cfg.train_limit < len(train_split):
         # Same subset for the same seed; every class keeps its share (bounded CPU runs).
         keep = np.random.default_rng(cfg.seed + 17).permutation(len(train_split))[:cfg.train_limit]
         train_split = train_split.subset(np.sort(keep))
-    test_split = _test_split(cfg, source)
-    n_all = len(train_split) + len(val_split) + (len(test_split) if test_split is not None else 0)
+    return PlannedSplits(source, train_split, val_split, _test_split(cfg, source))
+
+
+def prepare_data(cfg: TrainConfig, *, progress: bool = True, distributed: bool = False,
+                 splits: PlannedSplits | None = None) -> PreparedData:
+    """The run's decoded train / validation / test data for ``cfg`` (a resolved
+    :class:`TrainConfig`, e.g. ``RunConfig.load(run).train``); each part builds its
+    tf.data pipeline with ``train_dataset(...)`` / ``eval_dataset(...)``.
+
+    Raises :class:`DataError` naming the folder when a class ends up without readable images.
+    """
+    sp = splits or plan_splits(cfg)
+    source = sp.source
+    n_all = len(sp.train) + len(sp.val) + (len(sp.test) if sp.test is not None else 0)
     need = n_all * cfg.img_size * cfg.img_size * 3
     budget = cfg.cache_gb * 2**30
     if distributed:
         # A distributed dataset is serialized as a graph; tensors over 2 GB cannot be.
         budget = min(budget, 1.5 * 2**30)
-    in_memory = train_split.paths is None or need <= budget
+    in_memory = sp.train.paths is None or need <= budget
     skipped: list[tuple[str, str]] = []
-    train = _materialize(train_split, cfg, in_memory, "train", progress, skipped)
-    val = _materialize(val_split, cfg, in_memory, "val", progress, skipped)
-    test = (_materialize(test_split, cfg, in_memory, "test", progress, skipped)
-            if test_split is not None else None)
+    train = _materialize(sp.train, cfg, in_memory, "train", progress, skipped)
+    val = _materialize(sp.val, cfg, in_memory, "val", progress, skipped)
+    test = (_materialize(sp.test, cfg, in_memory, "test", progress, skipped)
+            if sp.test is not None else None)
     if in_memory:
         present = set(np.unique(train.labels).tolist())
         missing = [source.class_names[i] for i in range(source.num_classes) if i not in present]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,10 @@ from hmff_edge.metadata import DEFAULT_MEAN, DEFAULT_STD
 from hmff_edge.preprocess import normalize
 
 from .metrics import compute_metrics
+from .runconfig import RunConfig
 
 
-def _locate(model_or_run: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+def _locate(model_or_run: str | os.PathLike) -> tuple[Path, RunConfig | None]:
     p = Path(model_or_run)
     if p.is_dir():
         model_path, cfg_path = p / "model.keras", p / "config.json"
@@ -27,18 +27,13 @@ def _locate(model_or_run: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
         raise ArtifactError(f"{str(p)!r} does not exist (expected a run folder or a .keras file)")
     if not model_path.is_file():
         raise ArtifactError(f"no model.keras in run folder {str(p)!r}")
-    cfg: dict[str, Any] = {}
-    if cfg_path.is_file():
-        try:
-            cfg = json.loads(cfg_path.read_text())
-        except ValueError as exc:
-            raise ArtifactError(f"cannot parse {str(cfg_path)!r}: {exc}") from exc
-    return model_path, cfg
+    return model_path, RunConfig.load(cfg_path.parent) if cfg_path.is_file() else None
 
 
 def evaluate(model_or_run: str | os.PathLike, data, *, split: str | None = None,
              limit: int | None = None, batch_size: int = 64) -> dict[str, Any]:
-    """Accuracy, micro precision/recall, per-class metrics and confusion matrix.
+    """Accuracy, micro precision/recall, per-class precision/recall/F1, the confusion matrix
+    and the most confused pairs (``most_confused``: true, predicted, count, share).
 
     The images go through ``load_rgb`` + ``normalize(mean, std)`` from the run's
     config.json (the runtime's preprocessing). ``split`` defaults to the data's test split
@@ -47,15 +42,14 @@ def evaluate(model_or_run: str | os.PathLike, data, *, split: str | None = None,
     """
     from hmff_edge.models import load_model
 
-    model_path, cfg = _locate(model_or_run)
-    model = load_model(model_path)
-    shape = model.input_shape
-    img_size = int(cfg.get("img_size") or shape[1])
-    mean = cfg.get("mean", list(DEFAULT_MEAN))
-    std = cfg.get("std", list(DEFAULT_STD))
+    model_path, rc = _locate(model_or_run)
+    model = load_model(model_path, compile=False)  # predictions only: no loss, no optimizer
+    img_size = int((rc.img_size if rc else 0) or model.input_shape[1])
+    mean = rc.mean if rc else list(DEFAULT_MEAN)
+    std = rc.std if rc else list(DEFAULT_STD)
     n_out = int(model.output_shape[-1])
     source = resolve_source(data)
-    labels = list(cfg.get("labels") or source.class_names)
+    labels = list((rc.labels if rc else None) or source.class_names)
     if len(labels) != n_out:
         raise ArtifactError(f"model {str(model_path)!r} has {n_out} outputs but {len(labels)} labels")
     unknown = [c for c in source.class_names if c not in labels]

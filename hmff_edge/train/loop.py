@@ -1,16 +1,19 @@
-"""``fit``: the paper's recipe with a crash-safe run folder.
+"""``fit``: the paper's recipe (plus opt-in options) with a crash-safe run folder.
 
 One ``model.fit`` call per epoch, so that the learning rate, the data order and the
 augmentation of epoch ``e`` depend only on ``(seed, e)``: a run resumed from a checkpoint
-follows the same schedule as one that never stopped.
+follows the same schedule as one that never stopped. The steps, in order:
+:func:`~hmff_edge.train.plan.plan_run` (cheap checks, nothing written), :func:`_open_session`
+(strategy, TensorFlow), :func:`_restore_or_build` (checkpoint, ``--init-from`` or a fresh
+network; before any image is decoded so that a wrong source fails first), data, the run
+folder, :func:`_train_epochs`, :func:`_finalize` (metrics, plots, model card).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-import os
 import shutil
-import signal
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,18 +26,21 @@ import numpy as np
 from hmff_edge.errors import ConfigError
 
 from .bn import recalibrate_bn
-from .config import IDENTITY_FIELDS, TrainConfig, lr_at
-from .data_setup import PreparedData, prepare_data
+from .classweights import format_weights, imbalance_warning, resolve_weights
+from .config import EMA_MOMENTUM, TrainConfig, epoch_lr
+from .data_setup import PlannedSplits, PreparedData, plan_splits, prepare_data
 from .distribute import StrategyInfo, make_strategy, patch_model_for_multi_worker
+from .initfrom import set_frozen
 from .metrics import compute_metrics
+from .modelcard import write_model_card
 from .modelfactory import build, register_custom_objects
 from .optim import prepare_adam
-from .plots import plot_confusion, plot_curves
+from .plan import RunPlan, plan_run
+from .plots import plot_confusion, plot_curves, plot_misclassified, plot_per_class, worst_mistakes
+from .runconfig import InitOrigin, RunConfig
 from .runfolder import RunFolder
 
-# Test hook: SIGKILL this process right after the checkpoint of epoch N is complete, to
-# exercise --resume with a real kill at a known point.
-KILL_ENV = "HMFF_EDGE_KILL_AFTER_EPOCH"
+MISCLASSIFIED_SHOWN = 16
 
 
 @dataclass
@@ -56,25 +62,252 @@ class TrainResult:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-def _merge_for_resume(run: RunFolder, cfg: TrainConfig, explicit: set[str]) -> TrainConfig:
-    if not run.config_path.is_file():
-        raise ConfigError(f"nothing to resume in {str(run.root)!r}: it has no config.json")
-    saved = TrainConfig.from_dict(run.read_json(run.config_path)["train"])
-    given = cfg.resolved()  # same path normalization as the saved config
-    clash = [f"{k} (run: {getattr(saved, k)!r}, given: {getattr(given, k)!r})"
-             for k in IDENTITY_FIELDS if k in explicit and getattr(given, k) != getattr(saved, k)]
-    if clash:
-        raise ConfigError("--resume cannot change " + "; ".join(clash)
-                          + ". Start a new run with --overwrite or another --out")
-    # What may change on resume: how long to train, the stop rule, where it runs.
-    for k in ("epochs", "early_stopping", "strategy", "cache_gb", "bn_recalibrate"):
-        if k in explicit:
-            setattr(saved, k, getattr(cfg, k))
-    saved.out = str(run.root)
-    saved.validate()
-    return saved
+@dataclass
+class _Session:
+    """What the epochs share: TensorFlow, the strategy, the batch geometry."""
+
+    keras: Any
+    tf: Any
+    sinfo: StrategyInfo
+    show: bool
+    echo: Callable[[str], None]
+    batch: int = 0
+    steps: int = 0
+    drop: bool = False
+    class_weight: dict[int, float] | None = None
+    writer: Any = None
+
+    @property
+    def multi(self) -> bool:
+        return self.sinfo.name == "multi-worker"
 
 
+@dataclass
+class _Progress:
+    """The loop's counters; restored from ``state.json`` on resume."""
+
+    history: list[dict[str, Any]]
+    start: int = 0
+    best_acc: float = -math.inf
+    best_epoch: int = 0
+    wait: int = 0
+    stopped_early: bool = False
+    train_seconds: float = 0.0
+    seen: int = 0
+
+    @classmethod
+    def from_state(cls, run: RunFolder, state: dict[str, Any] | None) -> _Progress:
+        if not state:
+            return cls(history=[])
+        return cls(history=run.read_history()[: state["epochs_done"]],
+                   start=int(state["epochs_done"]), best_acc=float(state["best_val_accuracy"]),
+                   best_epoch=int(state["best_epoch"]), wait=int(state["wait"]))
+
+
+def fit(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
+        explicit: set[str] | None = None, progress: bool = True,
+        echo: Callable[[str], None] = print, initial_model=None,
+        on_epoch_end: Callable[[int], None] | None = None) -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.data`` into the run folder ``cfg.out``.
+
+    ``explicit`` names the options the user gave (a resume refuses to change them).
+    ``initial_model`` (a ``keras.Model`` with the run's input size and class count) is
+    trained instead of a freshly built network; it is compiled here with the run's
+    optimizer and loss (``--init-from`` uses the same path). ``on_epoch_end(epochs_done)``
+    is called after each epoch's checkpoint is complete.
+    Raises :class:`ConfigError` / :class:`DataError` before touching ``cfg.out`` when the
+    options or the data are unusable; a failed new run leaves no folder behind.
+    """
+    plan = plan_run(cfg, resume=resume, overwrite=overwrite, explicit=explicit)
+    created: list[RunFolder] = []
+    try:
+        return _execute(plan, progress=progress, echo=echo, initial_model=initial_model,
+                        on_epoch_end=on_epoch_end, created=created)
+    except BaseException:
+        for run in created:  # nothing resumable yet: leave nothing half-written
+            if not run.state_path.is_file():
+                shutil.rmtree(run.root, ignore_errors=True)
+        raise
+
+
+def _execute(plan: RunPlan, *, progress, echo, initial_model, on_epoch_end,
+             created: list[RunFolder]) -> TrainResult:
+    cfg = plan.cfg
+    s = _open_session(cfg, progress=progress, echo=echo)
+    splits = plan_splits(cfg)
+    _announce_balance(s, cfg, splits)
+    model, origin = _restore_or_build(plan, s, splits.labels, initial_model)
+    data = prepare_data(cfg, progress=s.show, distributed=s.sinfo.name != "default",
+                        splits=splits)
+    if data.skipped:
+        echo(f"skipped {len(data.skipped)} unreadable image files (first: "
+             f"{data.skipped[0][0]}: {data.skipped[0][1]})")
+    run, state = _open_run_folder(plan, s, created)
+    rc = _run_config(cfg, data, origin, s)
+    rc.save(run.root)
+    run.write_labels(data.labels)
+    _batch_geometry(s, cfg, data)
+    if s.multi:
+        x0 = s.tf.zeros((1, cfg.img_size, cfg.img_size, 3), s.tf.float32)
+        patch_model_for_multi_worker(model, (x0, s.tf.zeros((1,), s.tf.int32)))
+    prog = _Progress.from_state(run, state)
+    if prog.start:
+        echo(f"resuming {run.root} after epoch {prog.start}/{cfg.epochs} "
+             f"(optimizer step {int(model.optimizer.iterations.numpy())})")
+    if cfg.tensorboard and s.sinfo.is_chief:
+        s.writer = s.tf.summary.create_file_writer(str(run.root / "tensorboard"))
+    _train_epochs(s, cfg, run, model, data, prog, on_epoch_end)
+
+    iterations = int(model.optimizer.iterations.numpy())
+    metrics, split = None, "test" if data.test is not None else "validation"
+    if s.sinfo.is_chief:
+        metrics = _finalize(run, rc, data, prog.history, split, s.keras)
+    else:
+        shutil.rmtree(run.root, ignore_errors=True)  # the scratch copy of a non-chief worker
+    _report_streamed_skips(data, echo)
+    return TrainResult(
+        run_dir=run.root, config=rc.to_dict(), history=prog.history, metrics=metrics,
+        eval_split=split, best_epoch=prog.best_epoch, best_val_accuracy=prog.best_acc,
+        epochs_done=len(prog.history), stopped_early=prog.stopped_early,
+        resumed_from=prog.start, train_seconds=prog.train_seconds,
+        images_per_second=(prog.seen / prog.train_seconds) if prog.train_seconds else 0.0,
+        optimizer_iterations=iterations, params=int(model.count_params()),
+        data={"kind": data.source.kind, "spec": data.source.spec, "mode": data.mode,
+              **data.counts, "skipped": len(data.skipped), "classes": len(data.labels)},
+    )
+
+
+# -- set-up ------------------------------------------------------------------------------
+def _open_session(cfg: TrainConfig, *, progress: bool, echo) -> _Session:
+    sinfo = make_strategy(cfg.strategy)  # before any other TF op
+    from hmff_edge._lazy import keras as _keras
+
+    keras = _keras()
+    import tensorflow as tf
+
+    if cfg.mixed_precision:
+        if not tf.config.list_physical_devices("GPU"):
+            raise ConfigError("--mixed-precision needs a GPU (float16 matmuls are slower than "
+                              "float32 on CPUs); TensorFlow sees none on this machine")
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    else:
+        keras.mixed_precision.set_global_policy("float32")
+    return _Session(keras, tf, sinfo, progress and sinfo.is_chief, echo)
+
+
+def _announce_balance(s: _Session, cfg: TrainConfig, splits: PlannedSplits) -> None:
+    """The imbalance warning and the class weights in use, before any decoding."""
+    warning = imbalance_warning(splits.train.labels, splits.labels)
+    if warning and cfg.class_weight == "none":
+        s.echo(warning)
+    weights = resolve_weights(cfg.class_weight, splits.train.labels, splits.labels)
+    if weights is not None:
+        s.echo(format_weights(weights))
+        s.class_weight = {i: weights[n] for i, n in enumerate(splits.labels)}
+
+
+def _compile(model, cfg: TrainConfig, keras, optimizer=None) -> None:
+    from .losses import make_loss
+
+    opt = optimizer or keras.optimizers.Adam(learning_rate=cfg.lr, use_ema=cfg.ema,
+                                             ema_momentum=EMA_MOMENTUM)
+    model.compile(optimizer=opt, loss=make_loss(cfg.label_smoothing), metrics=["accuracy"])
+
+
+def _restore_or_build(plan: RunPlan, s: _Session, labels: list[str],
+                      initial_model) -> tuple[Any, InitOrigin | None]:
+    """The model to train: the last checkpoint (resume), ``initial_model``, the
+    ``--init-from`` weights in a fresh network, or a fresh network; compiled, optimizer built."""
+    cfg, keras = plan.cfg, s.keras
+    keras.utils.set_random_seed(cfg.seed)
+    register_custom_objects()
+    origin = None
+    with s.sinfo.strategy.scope():
+        if plan.state is not None:
+            model = keras.models.load_model(_checkpoint_file(plan.run, plan.state))
+            origin = RunConfig.load(plan.run.root).init
+        else:
+            model = initial_model if initial_model is not None else build(
+                cfg.model, img_size=cfg.img_size, num_classes=len(labels), dropout=cfg.dropout)
+            _check_model_shape(model, cfg, labels)
+            if plan.init is not None:
+                origin = _load_init_weights(plan, model, labels)
+            _compile(model, cfg, keras)
+        prepare_adam(model)
+        if cfg.ema:
+            from .ema import keep_raw_weights_after_fit, load_raw
+
+            keep_raw_weights_after_fit(model.optimizer)
+            if plan.state is not None:
+                load_raw(model.optimizer, _checkpoint_file(plan.run, plan.state))
+    return model, origin
+
+
+def _check_model_shape(model, cfg: TrainConfig, labels: list[str]) -> None:
+    want_in = (cfg.img_size, cfg.img_size, 3)
+    if tuple(model.input_shape[1:]) != want_in or int(model.output_shape[-1]) != len(labels):
+        raise ConfigError(f"the model to train takes {tuple(model.input_shape[1:])} and gives "
+                          f"{model.output_shape[-1]} outputs; the run needs {want_in} and "
+                          f"{len(labels)} classes")
+
+
+def _load_init_weights(plan: RunPlan, model, labels: list[str]) -> InitOrigin:
+    from hmff_edge.models import load_model
+
+    from .initfrom import transfer_weights
+
+    init = plan.init
+    assert init is not None
+    source = load_model(init.keras_path, compile=False)
+    same = init.labels is not None and list(init.labels) == list(labels)
+    copied = transfer_weights(source, model, same_classes=same)
+    return init.origin(head="kept" if same else "new", copied_layers=copied)
+
+
+def _checkpoint_file(run: RunFolder, state: dict[str, Any]) -> Path:
+    ckpt = Path(state["checkpoint"])
+    return ckpt if ckpt.is_absolute() else run.root / ckpt
+
+
+def _open_run_folder(plan: RunPlan, s: _Session,
+                     created: list[RunFolder]) -> tuple[RunFolder, dict | None]:
+    """Create the folder (new run) or reuse it; non-chief workers write to a scratch copy."""
+    run, state = plan.run, plan.state
+    if not s.sinfo.is_chief:
+        scratch = RunFolder(tempfile.mkdtemp(prefix=f"hmff-worker{s.sinfo.worker_index}-"))
+        scratch.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if state is not None:  # read the chief's checkpoint (a shared file system)
+            state = dict(state, checkpoint=str(_checkpoint_file(run, state)))
+        return scratch, state
+    if not plan.resume:
+        existed = run.root.exists()
+        run.create(overwrite=plan.overwrite)
+        if not existed or plan.overwrite:
+            created.append(run)
+    return run, state
+
+
+def _run_config(cfg: TrainConfig, data: PreparedData, origin: InitOrigin | None,
+                s: _Session) -> RunConfig:
+    weights = None
+    if s.class_weight is not None:
+        weights = {data.labels[i]: w for i, w in s.class_weight.items()}
+    return RunConfig(
+        train=cfg, labels=list(data.labels), data_kind=data.source.kind, data_mode=data.mode,
+        counts=data.counts, skipped_files=len(data.skipped),
+        skipped_examples=[f"{p}: {r}" for p, r in data.skipped[:20]], class_weights=weights,
+        init=origin, versions={"tensorflow": s.tf.__version__, "keras": s.keras.__version__})
+
+
+def _batch_geometry(s: _Session, cfg: TrainConfig, data: PreparedData) -> None:
+    s.batch = cfg.batch_size
+    s.drop = s.multi  # equal step counts on every worker
+    if s.drop:
+        s.batch = max(s.sinfo.num_replicas, min(s.batch, data.train.n))
+    s.steps = (data.train.n // s.batch) if s.drop else math.ceil(data.train.n / s.batch)
+
+
+# -- the epochs ----------------------------------------------------------------------------
 def _progress_callback(keras, steps: int | None, desc: str, enabled: bool):
     class _Bar(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -95,228 +328,199 @@ def _progress_callback(keras, steps: int | None, desc: str, enabled: bool):
     return _Bar()
 
 
-def _config_record(cfg: TrainConfig, data: PreparedData) -> dict[str, Any]:
-    import keras
-    import tensorflow as tf
-
-    rec = dict(cfg.to_dict())
-    rec.update({
-        "num_classes": len(data.labels), "labels": data.labels,
-        "data_kind": data.source.kind, "data_mode": data.mode, "counts": data.counts,
-        "skipped_files": len(data.skipped),
-        "skipped_examples": [f"{p}: {r}" for p, r in data.skipped[:20]],
-        "lr_schedule": f"lr * {cfg.lr_decay} ** floor(epoch / {cfg.lr_step})",
-        "optimizer": "adam", "loss": "sparse_categorical_crossentropy",
-        "augmentation": "random crop (shift <= 1/8 side, reflect), horizontal flip, "
-                        "rotation <= 10 deg" if cfg.augment else "none",
-        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
-        "train": cfg.to_dict(),
-    })
-    return rec
-
-
-def _predict(model, ds) -> tuple[np.ndarray, np.ndarray]:
-    ys, ps = [], []
-    for x, y in ds:
-        ps.append(np.argmax(np.asarray(model.predict_on_batch(x)), axis=-1))
-        ys.append(np.asarray(y))
-    if not ys:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate(ys).astype(np.int64), np.concatenate(ps).astype(np.int64)
-
-
-def fit(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
-        explicit: set[str] | None = None, progress: bool = True,
-        echo: Callable[[str], None] = print) -> TrainResult:
-    """Train ``cfg.model`` on ``cfg.data`` into the run folder ``cfg.out``.
-
-    ``explicit`` names the options the user gave (a resume refuses to change them).
-    Raises :class:`ConfigError` / :class:`DataError` before touching ``cfg.out`` when the
-    options or the data are unusable.
-    """
-    if resume and overwrite:
-        raise ConfigError("--resume and --overwrite exclude each other")
-    explicit = set(explicit if explicit is not None else cfg.to_dict())
-    run = RunFolder(cfg.out)
-    state = None
-    if resume:
-        cfg = _merge_for_resume(run, cfg, explicit)
-        state = run.read_state()
-        if state is None:
-            raise ConfigError(f"nothing to resume in {str(run.root)!r}: no epoch completed "
-                              "yet; start again with --overwrite")
-    else:
-        cfg = cfg.resolved()
-        run.check_new(overwrite=overwrite)
-
-    sinfo: StrategyInfo = make_strategy(cfg.strategy)  # before any other TF op
-    from hmff_edge._lazy import keras as _keras
-
-    keras = _keras()
-    import tensorflow as tf
-
-    multi = sinfo.name == "multi-worker"
-    show = progress and sinfo.is_chief
-    data = prepare_data(cfg, progress=show, distributed=sinfo.name != "default")
-    if data.skipped:
-        echo(f"skipped {len(data.skipped)} unreadable image files (first: "
-             f"{data.skipped[0][0]}: {data.skipped[0][1]})")
-
-    # Non-chief workers write their (identical) files to a scratch folder.
-    if not sinfo.is_chief:
-        scratch = tempfile.mkdtemp(prefix=f"hmff-worker{sinfo.worker_index}-")
-        if resume:
-            # Read the chief's checkpoint (a shared file system), write elsewhere.
-            src_ckpt = run.root / state["checkpoint"]
-            run = RunFolder(scratch)
-            run.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            state = dict(state, checkpoint=str(src_ckpt))
-        else:
-            run = RunFolder(scratch)
-    if not resume:
-        run.create(overwrite=overwrite)
-    record = _config_record(cfg, data)
-    run.write_json(run.config_path, record)
-    run.write_labels(data.labels)
-
-    keras.utils.set_random_seed(cfg.seed)
-    register_custom_objects()
-    with sinfo.strategy.scope():
-        if state is not None:
-            ckpt = Path(state["checkpoint"])
-            model = keras.models.load_model(ckpt if ckpt.is_absolute() else run.root / ckpt)
-        else:
-            model = build(cfg.model, img_size=cfg.img_size, num_classes=len(data.labels),
-                          dropout=cfg.dropout)
-            model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.lr),
-                          loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        prepare_adam(model)
-    if multi:
-        x0 = tf.zeros((1, cfg.img_size, cfg.img_size, 3), tf.float32)
-        patch_model_for_multi_worker(model, (x0, tf.zeros((1,), tf.int32)))
-
-    history = run.read_history()[: state["epochs_done"]] if state else []
-    start = int(state["epochs_done"]) if state else 0
-    best_acc = float(state["best_val_accuracy"]) if state else -math.inf
-    best_epoch = int(state["best_epoch"]) if state else 0
-    wait = int(state["wait"]) if state else 0
-    if start:
-        echo(f"resuming {run.root} after epoch {start}/{cfg.epochs} "
-             f"(optimizer step {int(model.optimizer.iterations.numpy())})")
-
-    batch = cfg.batch_size
-    drop = multi  # equal step counts on every worker
-    if drop:
-        batch = max(sinfo.num_replicas, min(batch, data.train.n))
-    steps = (data.train.n // batch) if drop else math.ceil(data.train.n / batch)
-    val_ds = data.val.eval_dataset(batch_size=batch, mean=cfg.mean, std=cfg.std)
-    if multi:
+def _datasets(s: _Session, cfg: TrainConfig, data: PreparedData, epoch: int, *,
+              seed: int, augment: bool):
+    ds = data.train.train_dataset(batch_size=s.batch, epoch=epoch, seed=seed, augment=augment,
+                                  mean=cfg.mean, std=cfg.std, drop_remainder=s.drop)
+    if s.multi:
         from hmff_edge.data.pipeline import distribute_options
 
-        val_ds = distribute_options(val_ds)
-    # Precise BN runs eagerly in the default strategy only (under tf.distribute each worker
-    # would assign its own statistics to mirrored variables).
-    recal = bool(cfg.bn_recalibrate) and sinfo.name == "default"
-    kill_after = int(os.environ.get(KILL_ENV, "0") or 0)
-    stopped_early = False
-    train_seconds = 0.0
-    seen = 0
-    epoch = start
-    try:
-        for epoch in range(start, cfg.epochs):
-            lr = lr_at(epoch, cfg.lr, cfg.lr_decay, cfg.lr_step)
-            model.optimizer.learning_rate.assign(lr)
-            ds = data.train.train_dataset(batch_size=batch, epoch=epoch, seed=cfg.seed,
-                                          augment=cfg.augment, mean=cfg.mean, std=cfg.std,
-                                          drop_remainder=drop)
-            if multi:
-                from hmff_edge.data.pipeline import distribute_options
+        ds = distribute_options(ds)
+    return ds
 
-                ds = distribute_options(ds)
-            bar = _progress_callback(keras, steps, f"epoch {epoch + 1}/{cfg.epochs}", show)
-            t0 = time.perf_counter()
-            h = model.fit(ds, epochs=epoch + 1, initial_epoch=epoch,
-                          validation_data=None if recal else val_ds, shuffle=False,
-                          verbose=0, callbacks=[bar])
-            dt = time.perf_counter() - t0
-            train_seconds += dt
-            if recal:
-                # Evaluation-mode statistics for validation, best-model choice and export.
-                recalibrate_bn(model, data.train.train_dataset(
-                    batch_size=batch, epoch=epoch, seed=cfg.seed + 1, augment=False,
-                    mean=cfg.mean, std=cfg.std), cfg.bn_recalibrate)
-                val = model.evaluate(val_ds, verbose=0, return_dict=True)
-                h.history["val_loss"], h.history["val_accuracy"] = [val["loss"]], [val["accuracy"]]
-            seen += steps * batch if drop else data.train.n
-            logs = {k: float(v[-1]) for k, v in h.history.items()}
-            row = {"epoch": epoch + 1, "loss": logs["loss"], "accuracy": logs["accuracy"],
-                   "val_loss": logs["val_loss"], "val_accuracy": logs["val_accuracy"], "lr": lr}
-            history.append(row)
-            improved = row["val_accuracy"] > best_acc
-            if improved:
-                best_acc, best_epoch, wait = row["val_accuracy"], epoch + 1, 0
-            else:
-                wait += 1
-            ckpt = run.checkpoint_path(epoch + 1)
-            run.save_keras(model, ckpt)
-            if improved:  # the same bytes: a copy instead of a second save (~0.6 s here)
-                run.copy_file(ckpt, run.model_path)
-            run.write_history(history)
-            iters = int(model.optimizer.iterations.numpy())
-            run.write_state({"epochs_done": epoch + 1, "checkpoint": str(ckpt.relative_to(run.root)),
-                             "best_epoch": best_epoch, "best_val_accuracy": best_acc,
-                             "wait": wait, "optimizer_iterations": iters, "lr": lr})
-            run.prune_checkpoints()
-            if show:
-                echo(f"epoch {epoch + 1:>3}/{cfg.epochs}  loss {row['loss']:.4f}  "
-                     f"acc {row['accuracy']:.4f}  val_loss {row['val_loss']:.4f}  "
-                     f"val_acc {row['val_accuracy']:.4f}  lr {lr:.3g}  {dt:.1f}s"
-                     + ("  *best" if improved else ""))
-            if kill_after and epoch + 1 == kill_after:
-                os.kill(os.getpid(), signal.SIGKILL)
-            if cfg.early_stopping and wait >= cfg.early_stopping:
-                stopped_early = True
-                echo(f"early stopping: val_accuracy has not improved for {wait} epochs "
-                     f"(best {best_acc:.4f} at epoch {best_epoch})")
+
+def _val_dataset(s: _Session, cfg: TrainConfig, data: PreparedData):
+    ds = data.val.eval_dataset(batch_size=s.batch, mean=cfg.mean, std=cfg.std)
+    if s.multi:
+        from hmff_edge.data.pipeline import distribute_options
+
+        ds = distribute_options(ds)
+    return ds
+
+
+def _train_epochs(s: _Session, cfg: TrainConfig, run: RunFolder, model, data: PreparedData,
+                  prog: _Progress, on_epoch_end) -> None:
+    val_ds = _val_dataset(s, cfg, data)
+    epoch = prog.start
+    try:
+        for epoch in range(prog.start, cfg.epochs):
+            row, improved, dt = _one_epoch(s, cfg, run, model, data, val_ds, prog, epoch)
+            if s.show:
+                s.echo(f"epoch {epoch + 1:>3}/{cfg.epochs}  loss {row['loss']:.4f}  "
+                       f"acc {row['accuracy']:.4f}  val_loss {row['val_loss']:.4f}  "
+                       f"val_acc {row['val_accuracy']:.4f}  lr {row['lr']:.3g}  {dt:.1f}s"
+                       + ("  *best" if improved else "")
+                       + ("  (head only)" if epoch < cfg.freeze_epochs else ""))
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1)
+            if cfg.early_stopping and prog.wait >= cfg.early_stopping:
+                prog.stopped_early = True
+                s.echo(f"early stopping: val_accuracy has not improved for {prog.wait} epochs "
+                       f"(best {prog.best_acc:.4f} at epoch {prog.best_epoch})")
                 break
     except KeyboardInterrupt:
-        done = len(history)
-        echo(f"\ninterrupted during epoch {epoch + 1}; {done} completed epochs are saved. "
-             f"Continue with: hmff-edge train --out {cfg.out} --resume")
+        s.echo(f"\ninterrupted during epoch {epoch + 1}; {len(prog.history)} completed epochs "
+               f"are saved. Continue with: hmff-edge train --out {cfg.out} --resume")
         raise
 
-    iterations = int(model.optimizer.iterations.numpy())
-    metrics, split = None, "test" if data.test is not None else "validation"
-    if sinfo.is_chief:
-        metrics = _finalize(run, cfg, data, history, split, keras)
+
+def _one_epoch(s: _Session, cfg: TrainConfig, run: RunFolder, model, data: PreparedData,
+               val_ds, prog: _Progress, epoch: int) -> tuple[dict[str, Any], bool, float]:
+    frozen = epoch < cfg.freeze_epochs
+    if cfg.init_from and set_frozen(model, frozen):
+        _compile(model, cfg, s.keras, optimizer=model.optimizer)  # new trainable set
+    lr = epoch_lr(cfg, epoch)
+    model.optimizer.learning_rate.assign(lr)
+    # Precise BN runs eagerly in the default strategy only (under tf.distribute each worker
+    # would assign its own statistics to mirrored variables), and not while the body is
+    # frozen (its BN layers then keep the source's statistics).
+    recal = bool(cfg.bn_recalibrate) and s.sinfo.name == "default" and not frozen
+    separate_val = recal or cfg.ema
+    bar = _progress_callback(s.keras, s.steps, f"epoch {epoch + 1}/{cfg.epochs}", s.show)
+    t0 = time.perf_counter()
+    h = model.fit(_datasets(s, cfg, data, epoch, seed=cfg.seed, augment=cfg.augment),
+                  epochs=epoch + 1, initial_epoch=epoch,
+                  validation_data=None if separate_val else val_ds, shuffle=False, verbose=0,
+                  callbacks=[bar], class_weight=s.class_weight)
+    dt = time.perf_counter() - t0
+    prog.train_seconds += dt
+    prog.seen += s.steps * s.batch if s.drop else data.train.n
+    logs = {k: float(v[-1]) for k, v in h.history.items()}
+    with _evaluation_weights(model, cfg) as raw:
+        if recal:
+            # Evaluation-mode statistics for validation, best-model choice and export.
+            recalibrate_bn(model, _datasets(s, cfg, data, epoch, seed=cfg.seed + 1,
+                                            augment=False), cfg.bn_recalibrate)
+        if separate_val:
+            val = model.evaluate(val_ds, verbose=0, return_dict=True)
+            logs["val_loss"], logs["val_accuracy"] = val["loss"], val["accuracy"]
+        row = {"epoch": epoch + 1, "loss": logs["loss"], "accuracy": logs["accuracy"],
+               "val_loss": logs["val_loss"], "val_accuracy": logs["val_accuracy"], "lr": lr}
+        improved = _record_epoch(prog, row)
+        _save_checkpoint(run, model, prog, epoch, improved, lr, raw)
+    if s.writer is not None:
+        _log_scalars(s, row)
+    return row, improved, dt
+
+
+@contextlib.contextmanager
+def _evaluation_weights(model, cfg: TrainConfig):
+    """With ``--ema`` the average weights (yields the raw ones), else the weights as they are."""
+    if not cfg.ema:
+        yield None
+        return
+    from .ema import average_weights_applied
+
+    with average_weights_applied(model.optimizer) as raw:
+        yield raw
+
+
+def _record_epoch(prog: _Progress, row: dict[str, Any]) -> bool:
+    prog.history.append(row)
+    improved = row["val_accuracy"] > prog.best_acc
+    if improved:
+        prog.best_acc, prog.best_epoch, prog.wait = row["val_accuracy"], row["epoch"], 0
     else:
-        shutil.rmtree(run.root, ignore_errors=True)  # the scratch copy of a non-chief worker
-    if data.mode == "streaming":
-        # Streamed files are decoded (and found unreadable) during the epochs.
-        seen_bad: dict[str, str] = {}
-        for part in (data.train, data.val, data.test):
-            seen_bad.update(getattr(part, "skipped", {}) or {})
-        data.skipped = sorted(seen_bad.items())
-        if data.skipped:
-            echo(f"skipped {len(data.skipped)} unreadable image files while streaming "
-                 f"(first: {data.skipped[0][0]}: {data.skipped[0][1]})")
-    return TrainResult(
-        run_dir=run.root, config=record, history=history, metrics=metrics, eval_split=split,
-        best_epoch=best_epoch, best_val_accuracy=best_acc, epochs_done=len(history),
-        stopped_early=stopped_early, resumed_from=start, train_seconds=train_seconds,
-        images_per_second=(seen / train_seconds) if train_seconds else 0.0,
-        optimizer_iterations=iterations, params=int(model.count_params()),
-        data={"kind": data.source.kind, "spec": data.source.spec, "mode": data.mode,
-              **data.counts, "skipped": len(data.skipped), "classes": len(data.labels)},
-    )
+        prog.wait += 1
+    return improved
 
 
-def _finalize(run: RunFolder, cfg: TrainConfig, data: PreparedData, history, split, keras):
-    """Metrics of the best model on the test (or validation) split, plots."""
+@contextlib.contextmanager
+def _all_trainable(model):
+    """Save with every layer trainable, so that a checkpoint or export loads with its
+    optimizer complete whether or not the body is frozen at this epoch."""
+    flags = [(layer, layer.trainable) for layer in model.layers]
+    for layer, _ in flags:
+        layer.trainable = True
+    try:
+        yield
+    finally:
+        for layer, was in flags:
+            layer.trainable = was
+
+
+def _save_checkpoint(run: RunFolder, model, prog: _Progress, epoch: int, improved: bool,
+                     lr: float, raw) -> None:
+    """Checkpoint (and raw EMA-less weights), best model, history, then ``state.json``."""
+    ckpt = run.checkpoint_path(epoch + 1)
+    with _all_trainable(model):
+        run.save_keras(model, ckpt)
+    if raw is not None:
+        from .ema import save_raw
+
+        save_raw(ckpt, raw)
+    if improved:  # the same bytes: a copy instead of a second save (~0.6 s here)
+        run.copy_file(ckpt, run.model_path)
+    run.write_history(prog.history)
+    run.write_state({"epochs_done": epoch + 1, "checkpoint": str(ckpt.relative_to(run.root)),
+                     "best_epoch": prog.best_epoch, "best_val_accuracy": prog.best_acc,
+                     "wait": prog.wait,
+                     "optimizer_iterations": int(model.optimizer.iterations.numpy()), "lr": lr})
+    run.prune_checkpoints()
+
+
+def _log_scalars(s: _Session, row: dict[str, Any]) -> None:
+    """Per-epoch scalars in TensorBoard's format. ``tf.summary.write`` with the scalars
+    plugin's metadata is what ``tf.summary.scalar`` writes, without needing the tensorboard
+    package at training time (only to view the logs)."""
+    from tensorflow.core.framework import summary_pb2
+
+    meta = summary_pb2.SummaryMetadata()
+    meta.plugin_data.plugin_name = "scalars"
+    with s.writer.as_default():
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
+            s.tf.summary.write(key, s.tf.constant(float(row[key]), s.tf.float32),
+                               step=row["epoch"], metadata=meta.SerializeToString())
+    s.writer.flush()
+
+
+# -- the end ------------------------------------------------------------------------------
+def _predict(model, ds) -> tuple[np.ndarray, np.ndarray]:
+    """True labels and predicted probabilities over ``ds``."""
+    ys, ps = [], []
+    for x, y in ds:
+        ps.append(np.asarray(model.predict_on_batch(x), np.float32))
+        ys.append(np.asarray(y))
+    if not ys:
+        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    return np.concatenate(ys).astype(np.int64), np.concatenate(ps)
+
+
+def _eval_images(part):
+    """uint8 images of an evaluation part by index (decoded on demand when streaming);
+    None when streaming skipped files (indices would not line up)."""
+    images = getattr(part, "images", None)
+    if images is not None:
+        return images
+    if getattr(part, "skipped", None):
+        return None
+    from hmff_edge.preprocess import load_rgb
+
+    class _Lazy:
+        def __getitem__(self, i):
+            return load_rgb(part.paths[i], part.img_size)
+
+    return _Lazy()
+
+
+def _finalize(run: RunFolder, rc: RunConfig, data: PreparedData, history, split, keras):
+    """Metrics of the best model on the test (or validation) split, plots, model card."""
+    cfg = rc.train
     best = keras.models.load_model(run.model_path)
-    ds = (data.test if data.test is not None else data.val).eval_dataset(
-        batch_size=max(cfg.batch_size, 64), mean=cfg.mean, std=cfg.std)
-    y_true, y_pred = _predict(best, ds)
+    part = data.test if data.test is not None else data.val
+    ds = part.eval_dataset(batch_size=max(cfg.batch_size, 64), mean=cfg.mean, std=cfg.std)
+    y_true, probs = _predict(best, ds)
+    y_pred = probs.argmax(axis=-1) if len(probs) else np.zeros(0, np.int64)
     metrics = compute_metrics(y_true, y_pred, data.labels)
     best_row = max(history, key=lambda r: r["val_accuracy"]) if history else {}
     metrics.update({"split": split, "model": cfg.model, "img_size": cfg.img_size,
@@ -326,4 +530,23 @@ def _finalize(run: RunFolder, cfg: TrainConfig, data: PreparedData, history, spl
         plot_curves(history, run.plots_dir)
     plot_confusion(metrics["confusion_matrix"], data.labels, run.plots_dir / "confusion_matrix.png",
                    title=f"{cfg.model} on the {split} split (accuracy {metrics['accuracy']:.3f})")
+    plot_per_class(metrics, run.plots_dir / "per_class.png")
+    images = _eval_images(part)
+    if images is not None and len(probs):
+        plot_misclassified(images, worst_mistakes(y_true, probs, MISCLASSIFIED_SHOWN),
+                           data.labels, run.plots_dir / "misclassified.png")
+    write_model_card(run.root / "MODEL_CARD.md", rc, metrics, history)
     return metrics
+
+
+def _report_streamed_skips(data: PreparedData, echo) -> None:
+    if data.mode != "streaming":
+        return
+    # Streamed files are decoded (and found unreadable) during the epochs.
+    seen_bad: dict[str, str] = {}
+    for part in (data.train, data.val, data.test):
+        seen_bad.update(getattr(part, "skipped", {}) or {})
+    data.skipped = sorted(seen_bad.items())
+    if data.skipped:
+        echo(f"skipped {len(data.skipped)} unreadable image files while streaming "
+             f"(first: {data.skipped[0][0]}: {data.skipped[0][1]})")

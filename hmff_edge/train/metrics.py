@@ -52,8 +52,25 @@ def metrics_from_confusion(cm: np.ndarray, labels: Sequence[str]) -> dict[str, A
         "num_samples": int(total),
         "labels": [str(x) for x in labels],
         "per_class": per_class,
+        "most_confused": most_confused(cm, labels),
         "confusion_matrix": cm.tolist(),
     }
+
+
+def most_confused(cm: np.ndarray, labels: Sequence[str], k: int = 5) -> list[dict[str, Any]]:
+    """The ``k`` largest off-diagonal cells: ``{"true", "predicted", "count", "share"}``,
+    ``share`` being the fraction of the true class's images that went to ``predicted``."""
+    cm = np.asarray(cm, np.int64)
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    flat = np.argsort(-off, axis=None, kind="stable")[:k]
+    out = []
+    for i, j in zip(*np.unravel_index(flat, off.shape), strict=True):
+        if off[i, j] == 0:
+            break
+        out.append({"true": str(labels[i]), "predicted": str(labels[j]),
+                    "count": int(off[i, j]), "share": _div(off[i, j], cm[i].sum())})
+    return out
 
 
 def compute_metrics(y_true, y_pred, labels: Sequence[str]) -> dict[str, Any]:
@@ -69,5 +86,10 @@ def format_metrics(m: dict[str, Any]) -> str:
              "f1": f"{v['f1']:.3f}", "n": v["support"]} for k, v in m["per_class"].items()]
     table = format_table(rows, [("cls", "class"), ("p", "precision"), ("r", "recall"),
                                 ("f1", "F1"), ("n", "support")])
-    return (f"{table}\naccuracy {m['accuracy']:.4f}  precision_micro {m['precision_micro']:.4f}  "
+    text = (f"{table}\naccuracy {m['accuracy']:.4f}  precision_micro {m['precision_micro']:.4f}  "
             f"recall_micro {m['recall_micro']:.4f}  ({m['num_samples']} images)")
+    pairs = m.get("most_confused") or []
+    if pairs:
+        text += "\nmost confused  " + ", ".join(
+            f"{p['true']} -> {p['predicted']} {p['count']} ({p['share']:.0%})" for p in pairs)
+    return text

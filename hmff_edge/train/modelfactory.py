@@ -30,6 +30,9 @@ def build(name: str, *, img_size: int, num_classes: int, dropout: float = 0.0):
 
 
 def register_custom_objects() -> None:
-    """Import the zoo's layers so they are registered before ``load_model``."""
+    """Import the zoo's layers and the training loss so they are registered before
+    ``load_model`` of a compiled checkpoint."""
+    import hmff_edge.train.losses  # noqa: F401
+
     with contextlib.suppress(ImportError):
         import hmff_edge.models.layers  # noqa: F401

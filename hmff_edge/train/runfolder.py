@@ -3,12 +3,15 @@
 Layout::
 
     RUN/model.keras          best model so far (by validation accuracy)
-    RUN/config.json          the resolved TrainConfig + model/labels/mean/std/img_size
+    RUN/config.json          the run's RunConfig (options + labels, counts, origin, versions)
+    RUN/MODEL_CARD.md        what was trained, how, from which weights, how well
     RUN/labels.txt           one class name per line
     RUN/history.csv          epoch, loss, accuracy, val_loss, val_accuracy, lr
     RUN/metrics.json         final metrics on the test split (or validation split)
     RUN/plots/*.png
     RUN/checkpoints/epoch-NNNN.keras   model + optimizer after each completed epoch
+    RUN/checkpoints/epoch-NNNN.raw.npz with --ema: the raw weights (the .keras holds the average)
+    RUN/tensorboard/                   with --tensorboard: per-epoch scalars
     RUN/checkpoints/state.json         which epoch completed last, best so far, patience
 
 Every file is written to a temporary name and renamed, and ``state.json`` is written after
@@ -118,6 +121,7 @@ class RunFolder:
         ckpts = sorted(self.ckpt_dir.glob("epoch-*.keras"))
         for p in ckpts[:-keep]:
             p.unlink(missing_ok=True)
+            p.with_name(p.stem + ".raw.npz").unlink(missing_ok=True)  # --ema's raw weights
         for p in self.ckpt_dir.glob(".*.tmp*"):  # leftovers of a killed save
             p.unlink(missing_ok=True)
 

@@ -12,10 +12,14 @@ def format_summary(r: TrainResult) -> str:
         f"== hmff-edge train: {c['model']} on {d['kind']} {d['spec']!r} ==",
         f"data      {d['classes']} classes; {d['train']} train / {d['val']} val / {d['test']} test "
         f"images at {c['img_size']}x{c['img_size']} ({d['mode']}); {d['skipped']} unreadable skipped",
-        f"recipe    adam lr {c['lr']:g} x{c['lr_decay']} every {c['lr_step']} epochs, batch "
+        f"recipe    {c['optimizer']}, lr {c['lr']:g}: {c['lr_schedule']}; batch "
         f"{c['batch_size']}, augment {'on' if c['augment'] else 'off'}, seed {c['seed']}, "
-        f"strategy {c['strategy']}",
-        f"model     {r.params:,} parameters",
+        f"strategy {c['strategy']}"
+        + (f", label smoothing {c['label_smoothing']}" if c["label_smoothing"] else "")
+        + (f", class weights {c['class_weight']}" if c["class_weight"] != "none" else ""),
+        f"model     {r.params:,} parameters"
+        + (f"; from {c['init']['run'] or c['init']['source']} (head {c['init']['head']})"
+           if c.get("init") else ""),
         f"training  {r.epochs_done}/{c['epochs']} epochs"
         + (f" (resumed after epoch {r.resumed_from})" if r.resumed_from else "")
         + (" (early stop)" if r.stopped_early else "")
@@ -31,8 +35,8 @@ def format_summary(r: TrainResult) -> str:
             "lowest recall  " + ", ".join(f"{k} {v['recall']:.3f}" for k, v in worst),
         ]
     lines += [
-        f"run folder {r.run_dir}: model.keras, config.json, labels.txt, history.csv, "
-        "metrics.json, plots/, checkpoints/",
+        f"run folder {r.run_dir}: model.keras, config.json, MODEL_CARD.md, labels.txt, "
+        "history.csv, metrics.json, plots/, checkpoints/",
         f"next      hmff-edge export {r.run_dir}   |   hmff-edge evaluate {r.run_dir} --data PATH",
     ]
     return "\n".join(lines)
