@@ -17,14 +17,13 @@ _NOT_CONFIG = {"out", "resume", "overwrite", "json_out", "quiet"}
 def _given(ctx: typer.Context) -> dict[str, object]:
     """The options typed on the command line (or set through the environment), as
     TrainConfig fields; everything else keeps TrainConfig's (or the run's) value."""
-    from click.core import ParameterSource
-
     given = {}
     for name, value in ctx.params.items():
         if name in _NOT_CONFIG:
             continue
-        if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE,
-                                              ParameterSource.ENVIRONMENT):
+        # By name: Typer may carry its own copy of click's ParameterSource enum.
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
             given[_FIELD.get(name, name)] = (not value) if name == "no_augment" else value
     return given
 
