@@ -76,15 +76,23 @@ def test_fit_writes_run_folder_and_evaluate_agrees(folder, tmp_path):
     assert r.optimizer_iterations == 2 * int(np.ceil(27 / 8))
 
 
+def run_killed(cfg_kwargs: dict, kill_after: int) -> subprocess.CompletedProcess:
+    """fit() in a child process that SIGKILLs itself after epoch ``kill_after``'s checkpoint."""
+    e = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, str(REPO / "tests" / "_fit_kill.py"),
+                           json.dumps(cfg_kwargs), str(kill_after)], cwd=REPO, env=e,
+                          capture_output=True, text=True, timeout=300)
+
+
 def test_resume_after_sigkill_matches_straight_run(folder, tmp_path):
+    from dataclasses import asdict
+
     from hmff_edge.train import fit
 
     straight = fit(_cfg(folder, tmp_path / "a"), progress=False, echo=lambda s: None)
 
     out = tmp_path / "b"
-    p = _cli("train", "--model", TINY, "--data", str(folder), "--img-size", "16", "--epochs",
-             "2", "--batch-size", "8", "--seed", "1", "--bn-recalibrate", "2", "--out", str(out),
-             "--quiet", env={"HMFF_EDGE_KILL_AFTER_EPOCH": "1"}, check=False)
+    p = run_killed(asdict(_cfg(folder, out)), 1)
     assert p.returncode == -signal.SIGKILL, (p.returncode, p.stderr[-2000:])
     state = json.loads((out / "checkpoints" / "state.json").read_text())
     assert state["epochs_done"] == 1 and not (out / "metrics.json").exists()
