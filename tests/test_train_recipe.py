@@ -101,7 +101,7 @@ def _no_work(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("fit went past its checks")
 
-    monkeypatch.setattr(loop, "_open_session", boom)
+    monkeypatch.setattr(loop, "open_session", boom)
     monkeypatch.setattr(loop, "prepare_data", boom)
 
 

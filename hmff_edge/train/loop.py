@@ -3,10 +3,11 @@
 One ``model.fit`` call per epoch, so that the learning rate, the data order and the
 augmentation of epoch ``e`` depend only on ``(seed, e)``: a run resumed from a checkpoint
 follows the same schedule as one that never stopped. The steps, in order:
-:func:`~hmff_edge.train.plan.plan_run` (cheap checks, nothing written), :func:`_open_session`
-(strategy, TensorFlow), :func:`_restore_or_build` (checkpoint, ``--init-from`` or a fresh
+:func:`~hmff_edge.train.plan.plan_run` (cheap checks, nothing written), :func:`open_session`
+(strategy, TensorFlow), :func:`restore_or_build` (checkpoint, ``--init-from`` or a fresh
 network; before any image is decoded so that a wrong source fails first), data, the run
-folder, :func:`_train_epochs`, :func:`_finalize` (metrics, plots, model card).
+folder, :func:`_train_epochs`, :func:`~hmff_edge.train.finalize.finalize` (metrics, plots,
+model card).
 """
 
 from __future__ import annotations
@@ -14,33 +15,30 @@ from __future__ import annotations
 import contextlib
 import math
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from hmff_edge.errors import ConfigError
-
 from .bn import recalibrate_bn
-from .classweights import format_weights, imbalance_warning, resolve_weights
-from .config import EMA_MOMENTUM, TrainConfig, epoch_lr
-from .data_setup import PlannedSplits, PreparedData, plan_splits, prepare_data
-from .distribute import StrategyInfo, make_strategy, patch_model_for_multi_worker
+from .config import TrainConfig, epoch_lr
+from .data_setup import PreparedData, plan_splits, prepare_data
+from .distribute import patch_model_for_multi_worker
+from .finalize import finalize, report_streamed_skips
 from .initfrom import set_frozen
-from .metrics import compute_metrics
-from .modelcard import write_model_card
-from .modelfactory import build, register_custom_objects
-from .optim import prepare_adam
 from .plan import RunPlan, plan_run
-from .plots import plot_confusion, plot_curves, plot_misclassified, plot_per_class, worst_mistakes
-from .runconfig import InitOrigin, RunConfig
 from .runfolder import RunFolder
-
-MISCLASSIFIED_SHOWN = 16
+from .session import (
+    Session,
+    announce_balance,
+    compile_for_recipe,
+    make_run_config,
+    open_run_folder,
+    open_session,
+    restore_or_build,
+    set_batch_geometry,
+)
 
 
 @dataclass
@@ -60,26 +58,6 @@ class TrainResult:
     optimizer_iterations: int
     params: int
     data: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class _Session:
-    """What the epochs share: TensorFlow, the strategy, the batch geometry."""
-
-    keras: Any
-    tf: Any
-    sinfo: StrategyInfo
-    show: bool
-    echo: Callable[[str], None]
-    batch: int = 0
-    steps: int = 0
-    drop: bool = False
-    class_weight: dict[int, float] | None = None
-    writer: Any = None
-
-    @property
-    def multi(self) -> bool:
-        return self.sinfo.name == "multi-worker"
 
 
 @dataclass
@@ -133,20 +111,20 @@ def fit(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
 def _execute(plan: RunPlan, *, progress, echo, initial_model, on_epoch_end,
              created: list[RunFolder]) -> TrainResult:
     cfg = plan.cfg
-    s = _open_session(cfg, progress=progress, echo=echo)
+    s = open_session(cfg, progress=progress, echo=echo)
     splits = plan_splits(cfg)
-    _announce_balance(s, cfg, splits)
-    model, origin = _restore_or_build(plan, s, splits.labels, initial_model)
+    announce_balance(s, cfg, splits)
+    model, origin = restore_or_build(plan, s, splits.labels, initial_model)
     data = prepare_data(cfg, progress=s.show, distributed=s.sinfo.name != "default",
                         splits=splits)
     if data.skipped:
         echo(f"skipped {len(data.skipped)} unreadable image files (first: "
              f"{data.skipped[0][0]}: {data.skipped[0][1]})")
-    run, state = _open_run_folder(plan, s, created)
-    rc = _run_config(cfg, data, origin, s)
+    run, state = open_run_folder(plan, s, created)
+    rc = make_run_config(cfg, data, origin, s)
     rc.save(run.root)
     run.write_labels(data.labels)
-    _batch_geometry(s, cfg, data)
+    set_batch_geometry(s, cfg, data)
     if s.multi:
         x0 = s.tf.zeros((1, cfg.img_size, cfg.img_size, 3), s.tf.float32)
         patch_model_for_multi_worker(model, (x0, s.tf.zeros((1,), s.tf.int32)))
@@ -161,10 +139,10 @@ def _execute(plan: RunPlan, *, progress, echo, initial_model, on_epoch_end,
     iterations = int(model.optimizer.iterations.numpy())
     metrics, split = None, "test" if data.test is not None else "validation"
     if s.sinfo.is_chief:
-        metrics = _finalize(run, rc, data, prog.history, split, s.keras)
+        metrics = finalize(run, rc, data, prog.history, split, s.keras)
     else:
         shutil.rmtree(run.root, ignore_errors=True)  # the scratch copy of a non-chief worker
-    _report_streamed_skips(data, echo)
+    report_streamed_skips(data, echo)
     return TrainResult(
         run_dir=run.root, config=rc.to_dict(), history=prog.history, metrics=metrics,
         eval_split=split, best_epoch=prog.best_epoch, best_val_accuracy=prog.best_acc,
@@ -175,136 +153,6 @@ def _execute(plan: RunPlan, *, progress, echo, initial_model, on_epoch_end,
         data={"kind": data.source.kind, "spec": data.source.spec, "mode": data.mode,
               **data.counts, "skipped": len(data.skipped), "classes": len(data.labels)},
     )
-
-
-# -- set-up ------------------------------------------------------------------------------
-def _open_session(cfg: TrainConfig, *, progress: bool, echo) -> _Session:
-    sinfo = make_strategy(cfg.strategy)  # before any other TF op
-    from hmff_edge._lazy import keras as _keras
-
-    keras = _keras()
-    import tensorflow as tf
-
-    if cfg.mixed_precision:
-        if not tf.config.list_physical_devices("GPU"):
-            raise ConfigError("--mixed-precision needs a GPU (float16 matmuls are slower than "
-                              "float32 on CPUs); TensorFlow sees none on this machine")
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    else:
-        keras.mixed_precision.set_global_policy("float32")
-    return _Session(keras, tf, sinfo, progress and sinfo.is_chief, echo)
-
-
-def _announce_balance(s: _Session, cfg: TrainConfig, splits: PlannedSplits) -> None:
-    """The imbalance warning and the class weights in use, before any decoding."""
-    warning = imbalance_warning(splits.train.labels, splits.labels)
-    if warning and cfg.class_weight == "none":
-        s.echo(warning)
-    weights = resolve_weights(cfg.class_weight, splits.train.labels, splits.labels)
-    if weights is not None:
-        s.echo(format_weights(weights))
-        s.class_weight = {i: weights[n] for i, n in enumerate(splits.labels)}
-
-
-def _compile(model, cfg: TrainConfig, keras, optimizer=None) -> None:
-    from .losses import make_loss
-
-    opt = optimizer or keras.optimizers.Adam(learning_rate=cfg.lr, use_ema=cfg.ema,
-                                             ema_momentum=EMA_MOMENTUM)
-    model.compile(optimizer=opt, loss=make_loss(cfg.label_smoothing), metrics=["accuracy"])
-
-
-def _restore_or_build(plan: RunPlan, s: _Session, labels: list[str],
-                      initial_model) -> tuple[Any, InitOrigin | None]:
-    """The model to train: the last checkpoint (resume), ``initial_model``, the
-    ``--init-from`` weights in a fresh network, or a fresh network; compiled, optimizer built."""
-    cfg, keras = plan.cfg, s.keras
-    keras.utils.set_random_seed(cfg.seed)
-    register_custom_objects()
-    origin = None
-    with s.sinfo.strategy.scope():
-        if plan.state is not None:
-            model = keras.models.load_model(_checkpoint_file(plan.run, plan.state))
-            origin = RunConfig.load(plan.run.root).init
-        else:
-            model = initial_model if initial_model is not None else build(
-                cfg.model, img_size=cfg.img_size, num_classes=len(labels), dropout=cfg.dropout)
-            _check_model_shape(model, cfg, labels)
-            if plan.init is not None:
-                origin = _load_init_weights(plan, model, labels)
-            _compile(model, cfg, keras)
-        prepare_adam(model)
-        if cfg.ema:
-            from .ema import keep_raw_weights_after_fit, load_raw
-
-            keep_raw_weights_after_fit(model.optimizer)
-            if plan.state is not None:
-                load_raw(model.optimizer, _checkpoint_file(plan.run, plan.state))
-    return model, origin
-
-
-def _check_model_shape(model, cfg: TrainConfig, labels: list[str]) -> None:
-    want_in = (cfg.img_size, cfg.img_size, 3)
-    if tuple(model.input_shape[1:]) != want_in or int(model.output_shape[-1]) != len(labels):
-        raise ConfigError(f"the model to train takes {tuple(model.input_shape[1:])} and gives "
-                          f"{model.output_shape[-1]} outputs; the run needs {want_in} and "
-                          f"{len(labels)} classes")
-
-
-def _load_init_weights(plan: RunPlan, model, labels: list[str]) -> InitOrigin:
-    from hmff_edge.models import load_model
-
-    from .initfrom import transfer_weights
-
-    init = plan.init
-    assert init is not None
-    source = load_model(init.keras_path, compile=False)
-    same = init.labels is not None and list(init.labels) == list(labels)
-    copied = transfer_weights(source, model, same_classes=same)
-    return init.origin(head="kept" if same else "new", copied_layers=copied)
-
-
-def _checkpoint_file(run: RunFolder, state: dict[str, Any]) -> Path:
-    ckpt = Path(state["checkpoint"])
-    return ckpt if ckpt.is_absolute() else run.root / ckpt
-
-
-def _open_run_folder(plan: RunPlan, s: _Session,
-                     created: list[RunFolder]) -> tuple[RunFolder, dict | None]:
-    """Create the folder (new run) or reuse it; non-chief workers write to a scratch copy."""
-    run, state = plan.run, plan.state
-    if not s.sinfo.is_chief:
-        scratch = RunFolder(tempfile.mkdtemp(prefix=f"hmff-worker{s.sinfo.worker_index}-"))
-        scratch.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        if state is not None:  # read the chief's checkpoint (a shared file system)
-            state = dict(state, checkpoint=str(_checkpoint_file(run, state)))
-        return scratch, state
-    if not plan.resume:
-        existed = run.root.exists()
-        run.create(overwrite=plan.overwrite)
-        if not existed or plan.overwrite:
-            created.append(run)
-    return run, state
-
-
-def _run_config(cfg: TrainConfig, data: PreparedData, origin: InitOrigin | None,
-                s: _Session) -> RunConfig:
-    weights = None
-    if s.class_weight is not None:
-        weights = {data.labels[i]: w for i, w in s.class_weight.items()}
-    return RunConfig(
-        train=cfg, labels=list(data.labels), data_kind=data.source.kind, data_mode=data.mode,
-        counts=data.counts, skipped_files=len(data.skipped),
-        skipped_examples=[f"{p}: {r}" for p, r in data.skipped[:20]], class_weights=weights,
-        init=origin, versions={"tensorflow": s.tf.__version__, "keras": s.keras.__version__})
-
-
-def _batch_geometry(s: _Session, cfg: TrainConfig, data: PreparedData) -> None:
-    s.batch = cfg.batch_size
-    s.drop = s.multi  # equal step counts on every worker
-    if s.drop:
-        s.batch = max(s.sinfo.num_replicas, min(s.batch, data.train.n))
-    s.steps = (data.train.n // s.batch) if s.drop else math.ceil(data.train.n / s.batch)
 
 
 # -- the epochs ----------------------------------------------------------------------------
@@ -328,7 +176,7 @@ def _progress_callback(keras, steps: int | None, desc: str, enabled: bool):
     return _Bar()
 
 
-def _datasets(s: _Session, cfg: TrainConfig, data: PreparedData, epoch: int, *,
+def _datasets(s: Session, cfg: TrainConfig, data: PreparedData, epoch: int, *,
               seed: int, augment: bool):
     ds = data.train.train_dataset(batch_size=s.batch, epoch=epoch, seed=seed, augment=augment,
                                   mean=cfg.mean, std=cfg.std, drop_remainder=s.drop)
@@ -339,7 +187,7 @@ def _datasets(s: _Session, cfg: TrainConfig, data: PreparedData, epoch: int, *,
     return ds
 
 
-def _val_dataset(s: _Session, cfg: TrainConfig, data: PreparedData):
+def _val_dataset(s: Session, cfg: TrainConfig, data: PreparedData):
     ds = data.val.eval_dataset(batch_size=s.batch, mean=cfg.mean, std=cfg.std)
     if s.multi:
         from hmff_edge.data.pipeline import distribute_options
@@ -348,7 +196,7 @@ def _val_dataset(s: _Session, cfg: TrainConfig, data: PreparedData):
     return ds
 
 
-def _train_epochs(s: _Session, cfg: TrainConfig, run: RunFolder, model, data: PreparedData,
+def _train_epochs(s: Session, cfg: TrainConfig, run: RunFolder, model, data: PreparedData,
                   prog: _Progress, on_epoch_end) -> None:
     val_ds = _val_dataset(s, cfg, data)
     epoch = prog.start
@@ -374,11 +222,11 @@ def _train_epochs(s: _Session, cfg: TrainConfig, run: RunFolder, model, data: Pr
         raise
 
 
-def _one_epoch(s: _Session, cfg: TrainConfig, run: RunFolder, model, data: PreparedData,
+def _one_epoch(s: Session, cfg: TrainConfig, run: RunFolder, model, data: PreparedData,
                val_ds, prog: _Progress, epoch: int) -> tuple[dict[str, Any], bool, float]:
     frozen = epoch < cfg.freeze_epochs
     if cfg.init_from and set_frozen(model, frozen):
-        _compile(model, cfg, s.keras, optimizer=model.optimizer)  # new trainable set
+        compile_for_recipe(model, cfg, s.keras, optimizer=model.optimizer)  # new trainable set
     lr = epoch_lr(cfg, epoch)
     model.optimizer.learning_rate.assign(lr)
     # Precise BN runs eagerly in the default strategy only (under tf.distribute each worker
@@ -469,7 +317,7 @@ def _save_checkpoint(run: RunFolder, model, prog: _Progress, epoch: int, improve
     run.prune_checkpoints()
 
 
-def _log_scalars(s: _Session, row: dict[str, Any]) -> None:
+def _log_scalars(s: Session, row: dict[str, Any]) -> None:
     """Per-epoch scalars in TensorBoard's format. ``tf.summary.write`` with the scalars
     plugin's metadata is what ``tf.summary.scalar`` writes, without needing the tensorboard
     package at training time (only to view the logs)."""
@@ -484,69 +332,3 @@ def _log_scalars(s: _Session, row: dict[str, Any]) -> None:
     s.writer.flush()
 
 
-# -- the end ------------------------------------------------------------------------------
-def _predict(model, ds) -> tuple[np.ndarray, np.ndarray]:
-    """True labels and predicted probabilities over ``ds``."""
-    ys, ps = [], []
-    for x, y in ds:
-        ps.append(np.asarray(model.predict_on_batch(x), np.float32))
-        ys.append(np.asarray(y))
-    if not ys:
-        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-    return np.concatenate(ys).astype(np.int64), np.concatenate(ps)
-
-
-def _eval_images(part):
-    """uint8 images of an evaluation part by index (decoded on demand when streaming);
-    None when streaming skipped files (indices would not line up)."""
-    images = getattr(part, "images", None)
-    if images is not None:
-        return images
-    if getattr(part, "skipped", None):
-        return None
-    from hmff_edge.preprocess import load_rgb
-
-    class _Lazy:
-        def __getitem__(self, i):
-            return load_rgb(part.paths[i], part.img_size)
-
-    return _Lazy()
-
-
-def _finalize(run: RunFolder, rc: RunConfig, data: PreparedData, history, split, keras):
-    """Metrics of the best model on the test (or validation) split, plots, model card."""
-    cfg = rc.train
-    best = keras.models.load_model(run.model_path)
-    part = data.test if data.test is not None else data.val
-    ds = part.eval_dataset(batch_size=max(cfg.batch_size, 64), mean=cfg.mean, std=cfg.std)
-    y_true, probs = _predict(best, ds)
-    y_pred = probs.argmax(axis=-1) if len(probs) else np.zeros(0, np.int64)
-    metrics = compute_metrics(y_true, y_pred, data.labels)
-    best_row = max(history, key=lambda r: r["val_accuracy"]) if history else {}
-    metrics.update({"split": split, "model": cfg.model, "img_size": cfg.img_size,
-                    "best_epoch": best_row.get("epoch"), "data": data.source.spec})
-    run.write_json(run.metrics_path, metrics)
-    if history:
-        plot_curves(history, run.plots_dir)
-    plot_confusion(metrics["confusion_matrix"], data.labels, run.plots_dir / "confusion_matrix.png",
-                   title=f"{cfg.model} on the {split} split (accuracy {metrics['accuracy']:.3f})")
-    plot_per_class(metrics, run.plots_dir / "per_class.png")
-    images = _eval_images(part)
-    if images is not None and len(probs):
-        plot_misclassified(images, worst_mistakes(y_true, probs, MISCLASSIFIED_SHOWN),
-                           data.labels, run.plots_dir / "misclassified.png")
-    write_model_card(run.root / "MODEL_CARD.md", rc, metrics, history)
-    return metrics
-
-
-def _report_streamed_skips(data: PreparedData, echo) -> None:
-    if data.mode != "streaming":
-        return
-    # Streamed files are decoded (and found unreadable) during the epochs.
-    seen_bad: dict[str, str] = {}
-    for part in (data.train, data.val, data.test):
-        seen_bad.update(getattr(part, "skipped", {}) or {})
-    data.skipped = sorted(seen_bad.items())
-    if data.skipped:
-        echo(f"skipped {len(data.skipped)} unreadable image files while streaming "
-             f"(first: {data.skipped[0][0]}: {data.skipped[0][1]})")
