@@ -187,3 +187,21 @@ def test_run_folder_has_the_mistake_plots_and_evaluate_json(folders, tmp_path):
     for pair in m["most_confused"]:
         assert pair["count"] == m["confusion_matrix"][m["labels"].index(pair["true"])][
             m["labels"].index(pair["predicted"])]
+
+
+def test_fit_starts_from_a_given_model(folders, tmp_path):
+    """``initial_model=`` (what quantization-aware training builds on) is the model trained."""
+    from hmff_edge.errors import ConfigError
+    from hmff_edge.train import fit
+    from tests.test_train_tinymodel import build_flat
+
+    given = build_flat(img_size=16, num_classes=3)
+    given.layers[-1].set_weights([np.full((3, 3), 0.25, np.float32), np.zeros(3, np.float32)])
+    fit(_cfg(folders[0], tmp_path / "g", model="tests.test_train_tinymodel:build_flat",
+             epochs=1, lr=1e-12, bn_recalibrate=0), initial_model=given, **QUIET)
+    saved = _load(tmp_path / "g" / "model.keras").layers[-1].get_weights()[0]
+    np.testing.assert_allclose(saved, 0.25, atol=1e-6)
+    with pytest.raises(ConfigError, match="2 outputs; the run needs"):
+        fit(_cfg(folders[0], tmp_path / "bad", epochs=1),
+            initial_model=build_flat(img_size=16, num_classes=2), **QUIET)
+    assert not (tmp_path / "bad").exists()

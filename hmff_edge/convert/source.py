@@ -12,6 +12,7 @@ from typing import Any
 
 from hmff_edge.errors import ArtifactError, ConfigError
 from hmff_edge.metadata import DEFAULT_MEAN, DEFAULT_STD
+from hmff_edge.train.runconfig import RunConfig
 
 
 @dataclass
@@ -59,8 +60,8 @@ def resolve_source(source: str | os.PathLike, *, img_size: int | None = None,
                 " suffix)"
             )
         _check_keras_zip(path)
-        cfg = _read_config(path.parent / "config.json") if (path.parent / "config.json").is_file() else {}
-        return _described(path, cfg, "keras", text, run_dir=path.parent if cfg else None,
+        rc = RunConfig.load(path.parent) if (path.parent / "config.json").is_file() else None
+        return _described(path, rc, "keras", text, run_dir=path.parent if rc else None,
                           img_size=img_size)
     if os.sep in text or text.endswith((".keras", ".h5", ".json")):
         raise ArtifactError(f"SOURCE {text!r} does not exist")
@@ -76,28 +77,26 @@ def _from_run(path: Path, text: str) -> ResolvedSource:
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise ArtifactError(f"run folder {text!r} has no config.json")
-    return _described(model, _read_config(cfg_path), "run", text, run_dir=path)
+    return _described(model, RunConfig.load(path), "run", text, run_dir=path)
 
 
-def _described(model: Path, cfg: dict, kind: str, text: str, *, run_dir: Path | None,
-               img_size: int | None = None) -> ResolvedSource:
-    size = cfg.get("img_size") or img_size
-    if size is None:
+def _described(model: Path, rc: RunConfig | None, kind: str, text: str, *,
+               run_dir: Path | None, img_size: int | None = None) -> ResolvedSource:
+    size = (rc.img_size if rc else None) or img_size
+    if not size:
         size = _input_size_from_keras(model)
-    if isinstance(size, list | tuple):
-        size = int(size[0])
-    labels = cfg.get("labels")
+    labels = (rc.labels if rc else None) or None
     if labels is None and (run_dir is not None and (run_dir / "labels.txt").is_file()):
         labels = (run_dir / "labels.txt").read_text().split("\n")
         labels = [s for s in labels if s]
     if labels is None:
-        n = cfg.get("num_classes") or _num_classes_from_keras(model)
-        labels = [f"class_{i}" for i in range(int(n))]
+        labels = [f"class_{i}" for i in range(_num_classes_from_keras(model))]
     return ResolvedSource(
-        kind=kind, keras_path=model, model=str(cfg.get("model", "custom")), img_size=int(size),
-        labels=[str(s) for s in labels], mean=[float(v) for v in cfg.get("mean", DEFAULT_MEAN)],
-        std=[float(v) for v in cfg.get("std", DEFAULT_STD)], data=cfg.get("data"),
-        has_data="data" in cfg,
+        kind=kind, keras_path=model, model=str((rc.train.model if rc else None) or "custom"),
+        img_size=int(size), labels=[str(s) for s in labels],
+        mean=[float(v) for v in (rc.mean if rc else DEFAULT_MEAN)],
+        std=[float(v) for v in (rc.std if rc else DEFAULT_STD)],
+        data=rc.data if rc else None, has_data=rc is not None and rc.data is not None,
         run_dir=run_dir, origin=text,
     )
 
@@ -128,16 +127,6 @@ def _from_variant(name: str, *, img_size: int | None, classes: int | None,
     model.save(path)
     return ResolvedSource(kind="variant", keras_path=path, model=name, img_size=size,
                           labels=[f"class_{i}" for i in range(n)], origin=name)
-
-
-def _read_config(path: Path) -> dict:
-    try:
-        cfg = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"cannot read {str(path)!r}: {exc}") from exc
-    if not isinstance(cfg, dict):
-        raise ArtifactError(f"{str(path)!r} must hold a JSON object, got {type(cfg).__name__}")
-    return cfg
 
 
 def _check_keras_zip(path: Path) -> None:

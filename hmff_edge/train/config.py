@@ -148,7 +148,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**{"out": "", **{k: v for k, v in d.items() if k in names}})
 
 
 def lr_at(epoch: int, lr0: float = 1e-3, decay: float = 0.75, step: int = 10) -> float:
