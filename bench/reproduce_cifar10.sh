@@ -9,6 +9,9 @@
 #
 #   bench/reproduce_cifar10.sh                               # hmff-mobilenet-32ch
 #   MODEL=hmff-mobilenet-32ch-hs bench/reproduce_cifar10.sh  # the hard_swish variant
+#   EXTRA="--label-smoothing 0.1 --ema --schedule cosine --warmup-epochs 1" TAG=-recipe \
+#     bench/reproduce_cifar10.sh                             # recipe options on top
+#   (bench/train_recipe.py compares those against the paper's recipe over seeds)
 #
 # The full GPU recipe (Table 2) is the same command with the paper's sizes:
 #   hmff-edge train --model hmff-mobilenet-32ch --data ../shared/data/cifar10 \
@@ -22,21 +25,25 @@ IMG=${IMG:-32}
 EPOCHS=${EPOCHS:-8}
 TRAIN_LIMIT=${TRAIN_LIMIT:-25000}
 SEED=${SEED:-0}
+EXTRA=${EXTRA:-}
+TAG=${TAG:-}
 OUT=${OUT:-runs/cifar10-${MODEL#hmff-mobilenet-}}
 [ "$MODEL" = hmff-mobilenet-32ch ] && OUT=${OUT_OVERRIDE:-runs/cifar10-hmff32}
-RESULT=bench/results/train_cifar10_${MODEL}.json
+RESULT=bench/results/train_cifar10_${MODEL}${TAG}.json
 
 start=$(date +%s)
 $PY -m hmff_edge train --model "$MODEL" --data "$DATA" --img-size "$IMG" --epochs "$EPOCHS" \
-  --train-limit "$TRAIN_LIMIT" --seed "$SEED" --out "$OUT" --overwrite --json > "$OUT.train.json"
+  --train-limit "$TRAIN_LIMIT" --seed "$SEED" --out "$OUT$TAG" --overwrite --json $EXTRA \
+  > "$OUT$TAG.train.json"
 end=$(date +%s)
-$PY - "$OUT.train.json" "$RESULT" "$((end - start))" "$MODEL" "$IMG" "$EPOCHS" "$TRAIN_LIMIT" <<'PYEOF'
+$PY - "$OUT$TAG.train.json" "$RESULT" "$((end - start))" "$MODEL" "$IMG" "$EPOCHS" "$TRAIN_LIMIT" "$EXTRA" <<'PYEOF'
 import json, platform, os, sys
-src, dst, wall, model, img, epochs, limit = sys.argv[1:]
+src, dst, wall, model, img, epochs, limit, extra = sys.argv[1:]
 r = json.load(open(src))
 m = r["metrics"]
 out = {
-    "command": f"MODEL={model} IMG={img} EPOCHS={epochs} TRAIN_LIMIT={limit} bench/reproduce_cifar10.sh",
+    "command": f"MODEL={model} IMG={img} EPOCHS={epochs} TRAIN_LIMIT={limit}"
+               + (f" EXTRA={extra!r}" if extra else "") + " bench/reproduce_cifar10.sh",
     "model": model, "img_size": int(img), "epochs": int(epochs), "train_images": r["data"]["train"],
     "val_images": r["data"]["val"], "test_images": r["data"]["test"],
     "test_accuracy": m["accuracy"], "precision_micro": m["precision_micro"],
