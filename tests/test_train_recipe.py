@@ -134,6 +134,7 @@ def _source_run(root: Path, model: str, img_size: int) -> Path:
     ("weights", "names classes ['cta']"),
     ("typo", "unknown model 'hmff-mobilenet-32c'"),
     ("small", "input size 16 is too small"),
+    ("test_data", "--test-data: data source"),
 ])
 def test_bad_input_refused_before_any_work(case, message, imgs, tmp_path, monkeypatch):
     from hmff_edge.cli import app
@@ -163,6 +164,8 @@ def test_bad_input_refused_before_any_work(case, message, imgs, tmp_path, monkey
         args += ["--model", "hmff-mobilenet-32c", "--img-size", "32"]
     elif case == "small":
         args += ["--model", "hmff-mobilenet-16ch", "--img-size", "16"]
+    elif case == "test_data":
+        args += ["--model", TINY, "--img-size", "16", "--test-data", str(tmp_path / "nope")]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 2, res.output
     assert message in res.output

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from hmff_edge.data import peek_class_names
-from hmff_edge.errors import ConfigError
+from hmff_edge.errors import ConfigError, DataError
 
 from .classweights import read_weight_file
 from .config import IDENTITY_FIELDS, TrainConfig
@@ -99,6 +99,11 @@ def plan_run(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
         cfg = cfg.resolved()
         run.check_new(overwrite=overwrite)
     names = peek_class_names(cfg.data)
+    if cfg.test_data:
+        try:  # a missing --test-data fails here, not after decoding the training images
+            peek_class_names(cfg.test_data)
+        except DataError as exc:
+            raise DataError(f"--test-data: {exc}") from exc
     check_model(cfg, len(names))
     if init is not None:
         check_compatible(init, model=str(cfg.model), img_size=int(cfg.img_size))
