@@ -3,6 +3,7 @@ a run trained on the other 8 classes, against the same budget from random weight
 
     python bench/train_transfer.py                        # defaults below
     python bench/train_transfer.py --pre-limit 40000 --pre-epochs 20 --epochs 20
+    python bench/train_transfer.py --source runs/x --tag _x   # reuse a trained 8-class run
 
 Steps: symlink folders for the 8-class set and the 2-class set (CIFAR-10's own test split,
 500 + 500 test images), train the 8-class source run once, then for each seed train the
@@ -13,6 +14,7 @@ cat/dog run from random weights and with ``--init-from`` the source (new 2-class
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -37,6 +39,15 @@ def link_subset(src: Path, dst: Path, classes: list[str], per_class: int | None)
     return dst
 
 
+def describe_run(run: Path) -> dict:
+    """What the record needs of an existing source run (the shape ``train`` returns)."""
+    cfg = json.loads((run / "config.json").read_text())
+    hist = (run / "history.csv").read_text().strip().splitlines()
+    return {"command": f"(existing run {run}: {len(hist) - 1} epochs, see its config.json)",
+            "metrics": json.loads((run / "metrics.json").read_text()),
+            "data": cfg["counts"], "wall_seconds": None, "epochs": len(hist) - 1}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_CIFAR10)
@@ -48,19 +59,26 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10, help="cat/dog epochs (both arms)")
     ap.add_argument("--freeze-epochs", type=int, default=2)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--source", type=Path, help="an existing 8-class run to start from "
+                    "(skips training one; --pre-* are then ignored)")
+    ap.add_argument("--tag", default="", help="suffix of the record's name")
     a = ap.parse_args()
     others = sorted(c.name for c in (a.data / "train").iterdir() if c.name not in PAIR)
     pre_data = link_subset(a.data, a.work / "data-8class", others, None)
     pair_data = link_subset(a.data, a.work / "data-catdog", list(PAIR), 1000)
     common = ["--model", a.model, "--img-size", str(a.img_size)]
-    source = train([*common, "--data", str(pre_data), "--epochs", str(a.pre_epochs),
-                    "--train-limit", str(a.pre_limit)], a.work / "source-8class")
+    if a.source:
+        source = describe_run(a.source)
+    else:
+        source = train([*common, "--data", str(pre_data), "--epochs", str(a.pre_epochs),
+                        "--train-limit", str(a.pre_limit)], a.work / "source-8class")
+    source_dir = a.source or a.work / "source-8class"
     runs = {"random": [], "init_from": []}
     for seed in a.seeds:
         base = [*common, "--data", str(pair_data), "--epochs", str(a.epochs), "--seed", str(seed)]
         runs["random"].append(train(base, a.work / f"catdog-random-s{seed}"))
         runs["init_from"].append(train(
-            [*base, "--init-from", str(a.work / "source-8class"), "--freeze-epochs",
+            [*base, "--init-from", str(source_dir), "--freeze-epochs",
              str(a.freeze_epochs)], a.work / f"catdog-init-s{seed}"))
     acc = {k: [r["metrics"]["accuracy"] for r in v] for k, v in runs.items()}
     stats = {k: summary(v) for k, v in acc.items()}
@@ -68,7 +86,9 @@ def main() -> None:
     record = {
         "command": "python bench/train_transfer.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items()
-            if k not in ("data", "work", "seeds")) + " --seeds " + " ".join(map(str, a.seeds)),
+            if k not in ("data", "work", "seeds", "source", "tag") and v is not None)
+            + " --seeds " + " ".join(map(str, a.seeds))
+            + (f" --source {a.source} --tag {a.tag}" if a.source else ""),
         "source_run": {"command": source["command"], "test_accuracy": source["metrics"]["accuracy"],
                        "train_images": source["data"]["train"], "wall_seconds": source["wall_seconds"]},
         "runs": {k: [{"seed": s, "command": r["command"], "test_accuracy": r["metrics"]["accuracy"],
@@ -84,7 +104,7 @@ def main() -> None:
     md = (f"# Transfer: cat vs dog from an 8-class CIFAR-10 run\n\n`{record['command']}`\n\n"
           "{HEAD}"
           f"Source: {a.model} at {a.img_size} px trained on {source['data']['train']} images of "
-          f"the 8 other classes for {a.pre_epochs} epochs (8-class test accuracy "
+          f"the 8 other classes for {source.get('epochs', a.pre_epochs)} epochs (8-class test accuracy "
           f"{source['metrics']['accuracy']:.4f}). Cat/dog: {runs['random'][0]['data']['train']} "
           f"training + {runs['random'][0]['data']['val']} validation images, "
           f"{runs['random'][0]['data']['test']} test images, {a.epochs} epochs per arm "
@@ -93,7 +113,7 @@ def main() -> None:
           f"{rows}\n\nGain: {gain:+.1f} points (target: at least +5): "
           f"{'met' if gain >= 5 else 'not met'}.\n")
     print(md)
-    write_record("train_transfer", record, md)
+    write_record(f"train_transfer{a.tag}", record, md)
 
 
 if __name__ == "__main__":
