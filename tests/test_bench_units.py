@@ -137,5 +137,17 @@ def test_runner_imports_nothing_from_hmff_edge():
         elif isinstance(node, ast.ImportFrom):
             top.add((node.module or "").split(".")[0])
     assert "hmff_edge" not in top and "numpy" not in top
-    assert top <= {"__future__", "argparse", "json", "math", "os", "platform", "re",
+    assert top <= {"__future__", "argparse", "dataclasses", "json", "math", "os", "platform", "re",
                    "resource", "shlex", "signal", "subprocess", "sys", "tempfile", "time"}
+
+
+def test_sweep_spec_derives_trials_and_their_command():
+    spec = runner.SweepSpec(model="m.onnx", threads=2, runs=40, warmup=5, memory_limit=2**30)
+    one, eight = spec.trial(1), spec.trial(8)
+    assert one.runtime == "onnxruntime" and one.keep_samples and one.runs == 40
+    assert one.warmup == 5 and eight.warmup == 2 and eight.runs == 5 and not eight.keep_samples
+    cmd = runner.trial_command(eight, "/tmp/r.json", python="py")
+    assert cmd[0] == "py" and cmd[2] == "trial"
+    args = runner._parser().parse_args(cmd[2:])
+    assert (args.batch, args.runs, args.threads, args.memory_limit, args.result) == (
+        8, 5, 2, 2**30, "/tmp/r.json")
