@@ -18,7 +18,7 @@ _EXTRAS = {
     "onnxruntime": ("runtime", "running .onnx models"),
     "starlette": ("runtime", "the HTTP server"),
     "uvicorn": ("runtime", "the HTTP server"),
-    "psutil": ("runtime", "memory measurements"),
+    "ai_edge_litert": ("runtime", "reading and running .tflite models"),
 }
 
 
