@@ -28,6 +28,13 @@ bench_app = typer.Typer(
          "and the side-by-side table of saved results ('compare').")
 app.add_typer(bench_app, name="bench")
 
+# Options that `run` and `compare` share.
+_BASELINE = typer.Option(None, "--baseline", help="Ratios in the Table 5 shape (compare.md) "
+                                                  "against this model (default: the first)")
+_JSON = typer.Option(False, "--json", help="Print the results as JSON")
+_OUT = typer.Option(None, "--out", "-o", help="Write results.json, trials.csv, results.md, "
+                                              "compare.md and PNG plots (with matplotlib) here")
+
 
 @bench_app.command("run")
 @handle_errors
@@ -66,12 +73,9 @@ def run_cmd(
     cache: Path = typer.Option(None, "--cache", help="Where variant exports are kept "
                                                      "(default: ~/.cache/hmff-edge/bench, "
                                                      "or $XDG_CACHE_HOME/hmff-edge/bench)"),
-    baseline: str = typer.Option(None, "--baseline", help="compare.md: ratios against this "
-                                                          "model (default: the first)"),
-    json_out: bool = typer.Option(False, "--json", help="Print the results as JSON"),
-    out: Path = typer.Option(None, "--out", "-o",
-                             help="Write results.json, trials.csv, results.md, compare.md "
-                                  "and PNG plots (with matplotlib) here"),
+    baseline: str = _BASELINE,
+    json_out: bool = _JSON,
+    out: Path = _OUT,
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars"),
 ) -> None:
     """Latency and throughput of exports: load time, first inference, batch-1 latency
@@ -99,12 +103,9 @@ def compare_cmd(
     results_files: list[Path] = typer.Argument(
         ..., metavar="RESULTS_JSON...",
         help="results.json files written by 'bench run --out' (or its --json output)."),
-    baseline: str = typer.Option(None, "--baseline", help="Ratios against this model "
-                                                          "(default: the first)"),
-    json_out: bool = typer.Option(False, "--json", help="Print the merged results as JSON"),
-    out: Path = typer.Option(None, "--out", "-o",
-                             help="Write the merged results.json, trials.csv, results.md, "
-                                  "compare.md and plots here"),
+    baseline: str = _BASELINE,
+    json_out: bool = _JSON,
+    out: Path = _OUT,
 ) -> None:
     """The paper's Table 5 shape (latency, throughput, params, MACs, GFLOP/s, ratio to a
     baseline) from saved bench results, without measuring again."""
