@@ -90,3 +90,18 @@ def test_models_bad_input(argv, message):
     result = runner.invoke(app, argv)
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_tensorflow_env_defaults_turn_onednn_on_for_linux_x86_only_when_unset():
+    from hmff_edge._lazy import tensorflow_env_defaults
+
+    env: dict[str, str] = {}
+    tensorflow_env_defaults(env, system="Linux", machine="x86_64")
+    assert env["TF_ENABLE_ONEDNN_OPTS"] == "1" and env["KERAS_BACKEND"] == "tensorflow"
+    explicit = {"TF_ENABLE_ONEDNN_OPTS": "0"}
+    tensorflow_env_defaults(explicit, system="Linux", machine="x86_64")
+    assert explicit["TF_ENABLE_ONEDNN_OPTS"] == "0"
+    for system, machine in (("Linux", "aarch64"), ("Darwin", "x86_64")):
+        other: dict[str, str] = {}
+        tensorflow_env_defaults(other, system=system, machine=machine)
+        assert "TF_ENABLE_ONEDNN_OPTS" not in other

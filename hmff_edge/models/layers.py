@@ -9,10 +9,11 @@ The grouped convolution has one weight layout and these graph forms:
   converts to a single TFLite ``CONV_2D`` with a grouped filter and to ONNX
   ``Conv(group=g)``, and it is what export always traces (:func:`export_mode`). Where
   TensorFlow can differentiate it (its oneDNN CPU kernels, and cuDNN on GPUs) it is the
-  training form too, and the faster one: forward + backward of the zoo's grouped layers
-  (``bench/train_speed.py [--no-native-grouped-conv]``, figures in docs/performance.md).
+  training form too (``bench/train_speed.py --no-native-grouped-conv`` measures the
+  fallback instead).
   TensorFlow turns oneDNN on by default on Linux x86 only for CPUs with AVX512_VNNI,
-  AVX512_BF16, AVX_VNNI or AMX (``TF_ENABLE_ONEDNN_OPTS=1`` forces it on elsewhere).
+  AVX512_BF16, AVX_VNNI or AMX; :func:`hmff_edge._lazy.tensorflow_env_defaults` sets
+  ``TF_ENABLE_ONEDNN_OPTS=1`` on Linux x86-64 when it is unset.
 * fallback training form, where a grouped ``tf.nn.conv2d`` has no gradient (TensorFlow's
   Eigen CPU kernels, e.g. ``TF_ENABLE_ONEDNN_OPTS=0``): one batched matmul over
   ``[G, N*H*W, Cin/G]``, or, for 4 groups or fewer, a dense 1x1 convolution over the
