@@ -159,7 +159,8 @@ def test_metrics_exposition_parses_with_prometheus_client():
     assert values[("hmff_inference_exec_count_total", mv)] == 1
     assert values[("hmff_inference_queue_duration_us_total", mv)] == pytest.approx(1500)
     assert values[("hmff_inference_compute_infer_duration_us_total", mv)] == pytest.approx(2000)
-    assert values[("hmff_inference_request_failure_total", (("model", "tiny"), ("reason", "BAD_REQUEST"), ("version", "2")))] == 1
+    failed = (("model", "tiny"), ("reason", "BAD_REQUEST"), ("version", "2"))
+    assert values[("hmff_inference_request_failure_total", failed)] == 1
     assert values[("hmff_inference_batch_size_bucket", (("le", "4.0"), *mv))] == 1
     assert fams["hmff_inference_queue_duration_seconds"].type == "histogram"
 

@@ -166,13 +166,28 @@ def parse_json(data: bytes | bytearray | memoryview, *, max_depth: int = MAX_JSO
     depth = json_depth(data)
     if depth > max_depth:
         raise HTTPError(400, f"JSON nested {depth} levels deep; at most {max_depth} allowed")
+    # The C parser holds the GIL for the whole text (~0.2 s per 16 MB), stalling the event
+    # loop even from another thread; a Python-level number hook lets the interpreter switch
+    # threads every few milliseconds, for ~35% more parse time on large bodies only.
+    hooks = {"parse_float": _float, "parse_int": _int} if len(data) > COOPERATIVE_JSON_BYTES else {}
     try:
         return json.loads(data.tobytes() if isinstance(data, memoryview) else data,
-                          parse_constant=_refuse_constant)
+                          parse_constant=_refuse_constant, **hooks)
     except NonFinite as exc:
         raise HTTPError(400, str(exc)) from None
     except (ValueError, RecursionError) as exc:
         raise HTTPError(400, f"malformed JSON: {exc}") from None
+
+
+COOPERATIVE_JSON_BYTES = 64 * 1024
+
+
+def _float(text: str) -> float:
+    return float(text)
+
+
+def _int(text: str) -> int:
+    return int(text)
 
 
 class NonFinite(ValueError):
