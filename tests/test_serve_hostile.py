@@ -9,6 +9,8 @@ import json
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -54,13 +56,16 @@ def _stall(port: int, head: bytes, first: bytes = b"") -> socket.socket:
     return s
 
 
-def _recv_all(s: socket.socket) -> bytes:
+def _recv_all(s: socket.socket) -> bytes | None:
+    """Everything the server sends until it closes; None when it never closes."""
     out = b""
     try:
         while chunk := s.recv(65536):
             out += chunk
-    except (ConnectionResetError, TimeoutError):
+    except ConnectionResetError:
         pass
+    except TimeoutError:
+        return None
     return out
 
 
@@ -77,7 +82,7 @@ def test_stalled_uploads_neither_block_others_nor_stay_open(server):
         assert request(server, "GET", "/v2/health/ready", timeout=10)[0] == 200
         for s in stalled:  # each answered 408 and closed by the body timeout
             reply = _recv_all(s)
-            assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+            assert reply is not None and reply.startswith(b"HTTP/1.1 408"), reply
             assert b"body timeout" in reply
     finally:
         for s in stalled:
@@ -202,50 +207,43 @@ def metrics_with_key(srv):
 
 
 # -- 4. JSON decoding beside the event loop ------------------------------------------------------------
-def test_large_json_bodies_do_not_stop_liveness_answers(tmp_path):
-    # 224x224 inputs: one sample is ~3 MB of JSON; four such requests decode together.
-    model = onnx_classifier(tmp_path / "big.onnx", size=224)
-    srv = ServerProcess(model, "--max-buffered-mb", "512")
-    x = np.random.default_rng(1).normal(size=(1, 224, 224, 3)).astype(np.float32)
+def test_large_json_parse_lets_other_threads_run():
+    """The server parses large bodies on its decode pool; that only helps the event loop if
+    the parse gives up the GIL (Python's C parser holds it for the whole text)."""
+    from hmff_edge.serve.limits import parse_json
+
+    x = np.random.default_rng(1).normal(size=(4, 224, 224, 3)).astype(np.float32)
     body = v2_json(x).encode()
-    sent = threading.Barrier(5)
-    done = []
-
-    def client():
-        s = socket.create_connection(("127.0.0.1", srv.port), timeout=60)
-        s.sendall(b"POST /v2/models/big/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
-                  % len(body) + body)
-        sent.wait()
-        reply = _recv_first_response(s)
-        done.append(reply)
-        s.close()
-
-    threads = [threading.Thread(target=client) for _ in range(4)]
-    try:
-        for t in threads:
-            t.start()
-        sent.wait()
-        # Count liveness answers that arrive while the big requests are still being decoded.
-        answered = 0
-        while not done:
-            assert request(srv, "GET", "/v2/health/live", timeout=30)[0] == 200
-            answered += 1 if not done else 0
-        for t in threads:
-            t.join(60)
-        assert all(r.startswith(b"HTTP/1.1 200") for r in done), [r[:100] for r in done]
-        assert answered >= 3, answered
-    finally:
-        assert srv.stop() == 0
+    assert len(body) > 10e6
+    worker = threading.Thread(target=parse_json, args=(body,))
+    turns = 0
+    worker.start()
+    while worker.is_alive():  # this thread runs only when the parser lets it
+        turns += 1
+        time.sleep(0)
+    worker.join()
+    assert turns >= 10, turns
 
 
-def _recv_first_response(s: socket.socket) -> bytes:
-    out = b""
-    while b"\r\n\r\n" not in out:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        out += chunk
-    return out
+def test_large_json_is_decoded_on_the_pool_not_the_loop():
+    import asyncio
+
+    from hmff_edge.serve.budget import MemoryBudget
+    from hmff_edge.serve.routes import INLINE_DECODE_BYTES, _decode
+
+    pool_name = []
+
+    async def main(size):
+        srv = SimpleNamespace(pool=ThreadPoolExecutor(1, thread_name_prefix="decode"))
+        res = MemoryBudget(1 << 30).reservation(time.monotonic() + 5)
+        await _decode(srv, res, lambda: pool_name.append(threading.current_thread().name),
+                      b"0," * size)
+        srv.pool.shutdown()
+
+    asyncio.run(main(INLINE_DECODE_BYTES))
+    assert pool_name[-1].startswith("decode")
+    asyncio.run(main(10))
+    assert pool_name[-1] == threading.current_thread().name  # small bodies stay inline
 
 
 # -- 5. memory bounded through decompression and JSON floods ----------------------------------------
