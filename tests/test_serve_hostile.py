@@ -283,7 +283,10 @@ def test_gzip_and_json_floods_stay_within_the_memory_budget(model):
         grown = _peak_rss(srv.proc.pid) - base
         # 40 bombs of 8 MB held at once would be 320 MB; the budget holds two.
         assert grown < (budget_mb + 64) * 1024 * 1024, grown / 2**20
-        assert set(codes) <= {400, 413, 503}, codes
+        # -1: refused (413/503 with Connection: close) while the client was still sending, so
+        # the client saw the connection reset instead of the answer.
+        assert set(codes) <= {400, 413, 503, -1}, codes
+        assert 400 in codes  # some bombs were decompressed (and found not to be a request)
         assert_serves(srv)
     finally:
         assert srv.stop() == 0
