@@ -35,6 +35,8 @@ def server(model):
                         "--idle-timeout", "1", "--max-request-batch", "4")
     yield srv
     assert srv.stop() == 0
+    log = srv.output()
+    assert "Traceback" not in log and "internal error" not in log, log[-2000:]
 
 
 def _strict(body: bytes):

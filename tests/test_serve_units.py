@@ -223,3 +223,31 @@ def test_memory_budget_makes_requests_wait_then_refuses_at_the_deadline():
         assert b.used == 0
 
     asyncio.run(main())
+
+
+def test_memory_budget_refuses_the_youngest_when_all_holders_wait():
+    import time
+
+    from hmff_edge.serve.budget import MemoryBudget
+
+    async def main():
+        b = MemoryBudget(100)
+        far = time.monotonic() + 10
+        old, young = b.reservation(far), b.reservation(far)
+        await old.grow(50)
+        await young.grow(50)
+
+        async def young_request():
+            async with young:
+                await young.grow(30)
+
+        older = asyncio.ensure_future(old.grow(30))
+        await asyncio.sleep(0.01)
+        assert not older.done()  # waits: the young one still holds its 50
+        with pytest.raises(HTTPError) as e:  # both wait for each other: the young one goes
+            await young_request()
+        assert e.value.status == 503
+        await asyncio.wait_for(older, 1)
+        assert old.held == 80 and b.used == 80
+
+    asyncio.run(main())

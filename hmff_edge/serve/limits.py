@@ -98,9 +98,13 @@ async def read_body(request: Any, limit: int, reservation: Any, deadline: float)
         chunks.append(chunk)
     if n is not None and total != n:
         raise HTTPError(400, f"request body of {total} bytes, Content-Length said {n}")
-    body: bytes | bytearray = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    if len(chunks) > 1:  # the chunks and their join coexisted only for the join itself
+    if len(chunks) == 1:
+        body: bytes | bytearray = chunks[0]
+    else:  # the chunks and their join coexist while joining
+        await reservation.grow(total)
+        body = b"".join(chunks)
         del chunks
+        await reservation.shrink(total)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         out = await decompress(body, encoding, limit, reservation)
@@ -112,37 +116,30 @@ async def read_body(request: Any, limit: int, reservation: Any, deadline: float)
 async def decompress(body: bytes | bytearray, encoding: str, limit: int,
                      reservation: Any = None) -> bytes:
     """gzip / deflate request bodies (tritonclient can send them), bounded by ``limit`` so a
-    small compressed body cannot expand into gigabytes; the output is reserved as it grows
-    (in 1 MiB steps), so many small bombs cannot together exceed the memory budget."""
+    small compressed body cannot expand into gigabytes. The most the output can be (deflate
+    expands at most ~1032:1, and never beyond ``limit``) is reserved before decompressing:
+    a flood of small bombs waits for the budget instead of expanding together."""
     if encoding == "gzip":
         d = zlib.decompressobj(16 + zlib.MAX_WBITS)
     elif encoding == "deflate":
         d = zlib.decompressobj(zlib.MAX_WBITS)
     else:
         raise HTTPError(415, f"unsupported Content-Encoding {encoding!r}; use gzip, deflate or none")
-    parts: list[bytes] = []
-    size = 0
-    data: bytes | bytearray = body
+    worst = min(limit + 1, len(body) * MAX_DEFLATE_RATIO + 1024)
+    if reservation is not None:
+        await reservation.grow(worst)
     try:
-        while data or not d.eof:
-            if reservation is not None:
-                await reservation.grow(_STEP)
-            part = d.decompress(data, _STEP)
-            data = d.unconsumed_tail
-            if reservation is not None:
-                await reservation.shrink(_STEP - len(part))
-            size += len(part)
-            if size > limit:
-                raise HTTPError(413, f"decompressed body exceeds the limit of {limit} bytes")
-            parts.append(part)
-            if not part and not data:
-                break
+        out = d.decompress(body, limit + 1)
     except zlib.error as exc:
         raise HTTPError(400, f"cannot decompress {encoding} body: {exc}") from None
-    return b"".join(parts)
+    if len(out) > limit or d.unconsumed_tail:
+        raise HTTPError(413, f"decompressed body exceeds the limit of {limit} bytes")
+    if reservation is not None:
+        await reservation.shrink(worst - len(out))
+    return out
 
 
-_STEP = 1 << 20
+MAX_DEFLATE_RATIO = 1032
 
 
 def json_depth(data: bytes | bytearray | memoryview) -> int:

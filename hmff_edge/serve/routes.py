@@ -8,10 +8,12 @@ exception handlers turn that into ``{"error": ...}`` and count it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import io
 import os
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from hmff_edge import __version__
+from hmff_edge.runtime import Predictor
 from hmff_edge.serve.budget import MemoryBudget, Reservation
 from hmff_edge.serve.config import ServeConfig
 from hmff_edge.serve.limits import HTTPError, parse_json, read_body
@@ -40,7 +43,8 @@ from hmff_edge.serve.protocol import (
 # larger ones on the decode pool, so the loop keeps answering health probes meanwhile.
 INLINE_DECODE_BYTES = 64 * 1024
 # Bytes held while Python's json builds one number (float object + list slot, ~32 bytes)
-# and numpy converts it (8 + 4): the reservation made before a JSON body is parsed.
+# and numpy converts it (8 + 4); with the text decoded to a str first (1 byte per byte),
+# the reservation made before a JSON body is parsed.
 JSON_BYTES_PER_NUMBER = 48
 
 
@@ -81,7 +85,7 @@ async def _decode(srv: ServerState, res: Reservation, fn: Any, json_part: Any) -
     """Run a decoder, reserving the estimated cost of parsing ``json_part`` meanwhile; on the
     decode pool for large bodies."""
     text = json_part.tobytes() if isinstance(json_part, memoryview) else json_part
-    cost = JSON_BYTES_PER_NUMBER * (text.count(b",") + 1)
+    cost = JSON_BYTES_PER_NUMBER * (text.count(b",") + 1) + len(text)
     del text
     await res.grow(cost)
     try:
@@ -92,9 +96,41 @@ async def _decode(srv: ServerState, res: Reservation, fn: Any, json_part: Any) -
         await res.shrink(cost)
 
 
-async def _run(mv: ModelVersion, x: np.ndarray) -> np.ndarray:
-    assert mv.batcher is not None
-    return await mv.batcher.infer(x)
+@dataclass
+class Call:
+    """One inference request in progress: its version, memory reservation and body."""
+
+    request: Request
+    srv: ServerState
+    mv: ModelVersion
+    res: Reservation
+
+    @property
+    def predictor(self) -> Predictor:
+        assert self.mv.predictor is not None
+        return self.mv.predictor
+
+    async def body(self) -> bytes | bytearray:
+        cfg = self.srv.cfg
+        return await read_body(self.request, cfg.max_body_bytes, self.res,
+                               self.srv.body_deadline())
+
+    async def run(self, x: np.ndarray) -> np.ndarray:
+        assert self.mv.batcher is not None
+        return await self.mv.batcher.infer(x)
+
+
+@contextlib.asynccontextmanager
+async def inference(request: Request) -> AsyncIterator[Call]:
+    """Hold the requested version and a memory reservation for one inference request; a
+    request that completes is counted as a success of that version."""
+    srv = _srv(request)
+    t0 = time.perf_counter()
+    async with srv.manager.use(request.path_params["model"], _version(request)) as mv, \
+            srv.reservation() as res:
+        request.state.version = mv  # the exception handlers count failures against it
+        yield Call(request, srv, mv, res)
+    srv.metrics.request_done(mv.model, mv.version, time.perf_counter() - t0)
 
 
 # -- V2: server -----------------------------------------------------------------------------
@@ -151,18 +187,13 @@ async def model_ready(request: Request) -> Response:
 
 
 async def v2_infer(request: Request) -> Response:
-    srv = _srv(request)
-    cfg = srv.cfg
-    t0 = time.perf_counter()
-    async with srv.manager.use(request.path_params["model"], _version(request)) as mv, \
-            srv.reservation() as res:
-        request.state.version = mv
-        p = mv.predictor
-        body = await read_body(request, cfg.max_body_bytes, res, srv.body_deadline())
+    async with inference(request) as call:
+        p, res = call.predictor, call.res
+        body = await call.body()
         hl = request.headers.get("inference-header-content-length")
         json_part = body if hl is None else memoryview(body)[: _int_or_zero(hl)]
-        req = await _decode(srv, res, functools.partial(decode_v2, body, hl, p,
-                                                        cfg.max_request_batch), json_part)
+        req = await _decode(call.srv, res, functools.partial(
+            decode_v2, body, hl, p, call.srv.cfg.max_request_batch), json_part)
         del json_part
         x = p.to_native(req.x) if req.is_float else req.x
         # Binary tensors are views of the body (it stays held); JSON ones own their memory.
@@ -170,9 +201,9 @@ async def v2_infer(request: Request) -> Response:
         req.x = None  # type: ignore[assignment]
         del body
         await _resize(res, keep)
-        probs = await _run(mv, x)
-        content, headers = encode_v2(mv.model, mv.version, probs, req.binary_output, req.request_id)
-    srv.metrics.request_done(mv.model, mv.version, time.perf_counter() - t0)
+        probs = await call.run(x)
+        content, headers = encode_v2(call.mv.model, call.mv.version, probs, req.binary_output,
+                                     req.request_id)
     return Response(content, headers=headers)
 
 
@@ -238,49 +269,37 @@ async def tf_status(request: Request) -> Response:
 
 
 async def tf_predict(request: Request) -> Response:
-    srv = _srv(request)
-    cfg = srv.cfg
-    t0 = time.perf_counter()
-    async with srv.manager.use(request.path_params["model"], _version(request)) as mv, \
-            srv.reservation() as res:
-        request.state.version = mv
-        p = mv.predictor
-        body = await read_body(request, cfg.max_body_bytes, res, srv.body_deadline())
-        x, key = await _decode(srv, res, functools.partial(decode_tfserving, body, p,
-                                                           cfg.max_request_batch), body)
+    async with inference(request) as call:
+        p = call.predictor
+        body = await call.body()
+        x, key = await _decode(call.srv, call.res, functools.partial(
+            decode_tfserving, body, p, call.srv.cfg.max_request_batch), body)
         del body
         x = p.to_native(x)
-        await _resize(res, x.nbytes)
-        probs = check_output(await _run(mv, x))
-    srv.metrics.request_done(mv.model, mv.version, time.perf_counter() - t0)
+        await _resize(call.res, x.nbytes)
+        probs = check_output(await call.run(x))
     return json_response({key: probs.tolist()})
 
 
 async def tf_classify(request: Request) -> Response:
-    srv = _srv(request)
-    cfg = srv.cfg
-    t0 = time.perf_counter()
-    async with srv.manager.use(request.path_params["model"], _version(request)) as mv, \
-            srv.reservation() as res:
-        request.state.version = mv
-        p = mv.predictor
+    async with inference(request) as call:
+        p, cfg = call.predictor, call.srv.cfg
         top_k = _top_k(request, cfg.default_top_k, len(p.labels))
-        body = await read_body(request, cfg.max_body_bytes, res, srv.body_deadline())
+        body = await call.body()
         ctype = request.headers.get("content-type", "")
         image = await _multipart_image(request, body) if ctype.startswith("multipart/") else body
         if not image:
             raise HTTPError(400, "no image in the request: send the file as the raw body or "
                                  "as a multipart/form-data upload")
         # Decoding holds about 4 bytes per pixel (RGBA at most) besides the encoded file.
-        await res.grow(4 * min(_pixels(image), cfg.max_image_pixels))
+        await call.res.grow(4 * min(_pixels(image), cfg.max_image_pixels))
         x = await asyncio.get_running_loop().run_in_executor(
-            srv.pool, functools.partial(p.preprocess, [image], max_pixels=cfg.max_image_pixels))
+            call.srv.pool, functools.partial(p.preprocess, [image], max_pixels=cfg.max_image_pixels))
         del body, image
         x = p.to_native(x)
-        await _resize(res, x.nbytes)
-        probs = check_output(await _run(mv, x))
-    srv.metrics.request_done(mv.model, mv.version, time.perf_counter() - t0)
-    return json_response({"model_name": mv.model, "model_version": str(mv.version),
+        await _resize(call.res, x.nbytes)
+        probs = check_output(await call.run(x))
+    return json_response({"model_name": call.mv.model, "model_version": str(call.mv.version),
                           "predictions": p.top_k(probs, top_k)[0]})
 
 
