@@ -258,7 +258,7 @@ def _peak_rss(pid: int) -> int:
 
 
 def test_gzip_and_json_floods_stay_within_the_memory_budget(model):
-    budget_mb = 16
+    budget_mb = 24
     srv = ServerProcess(model, "--max-buffered-mb", str(budget_mb), "--max-body-mb", "8",
                         "--body-timeout", "5")
     bomb = gzip.compress(b'{"inputs": [' + b" " * (8 * 1024 * 1024 - 20) + b"]}")
@@ -283,7 +283,7 @@ def test_gzip_and_json_floods_stay_within_the_memory_budget(model):
         for t in threads:
             t.join(120)
         grown = _peak_rss(srv.proc.pid) - base
-        # 40 bombs of 8 MB held at once would be 320 MB; the budget holds two.
+        # 40 bombs of 8 MB held at once would be 320 MB; the budget holds one or two.
         assert grown < (budget_mb + 64) * 1024 * 1024, grown / 2**20
         # -1: refused (413/503 with Connection: close) while the client was still sending, so
         # the client saw the connection reset instead of the answer.
