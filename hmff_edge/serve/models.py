@@ -16,8 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import threading
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +67,13 @@ def load_verified(path: Path, threads: int | None) -> Predictor:
     return p
 
 
+def _lower_priority() -> None:
+    """Loading and warming up a new version yields the CPU to the versions serving now."""
+    # Not Linux, or not permitted: load at normal priority.
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
 @dataclass
 class ModelVersion:
     """One version of one model and where it is in its life."""
@@ -94,6 +104,7 @@ class ModelManager:
         self._warned: set[str] = set()
         self._lock: asyncio.Lock | None = None
         self._retiring: set[asyncio.Task] = set()
+        self._loader: ThreadPoolExecutor | None = None  # made when the first reload comes
 
     # -- start-up ---------------------------------------------------------------------------
     def load_initial(self) -> None:
@@ -134,6 +145,8 @@ class ModelManager:
                 await mv.batcher.stop()
         for t in list(self._retiring):
             t.cancel()
+        if self._loader is not None:
+            self._loader.shutdown(wait=False, cancel_futures=True)
 
     def _activate(self, mv: ModelVersion) -> None:
         p = mv.predictor
@@ -257,7 +270,11 @@ class ModelManager:
             self.models[name][version] = mv
         t0 = time.perf_counter()
         try:
-            mv.predictor = await asyncio.to_thread(load_verified, path, self.cfg.threads)
+            if self._loader is None:
+                self._loader = ThreadPoolExecutor(1, thread_name_prefix="loader",
+                                                  initializer=_lower_priority)
+            mv.predictor = await asyncio.get_running_loop().run_in_executor(
+                self._loader, load_verified, path, self.cfg.threads)
         except HmffEdgeError as exc:
             mv.state, mv.reason = UNAVAILABLE, str(exc)
             self.models[name][version] = mv
