@@ -4,13 +4,14 @@
     python bench/serve_targets.py                 # all three, 60 s reload runs
     python bench/serve_targets.py --duration 10 --only reload
 
-1. reload: 32 keep-alive clients send V2 binary requests for --duration seconds, once without
-   and once with a new version published every 10 s (written beside the others, renamed into
-   place) and the oldest removed, server polling every 0.5 s. Reported: failed requests,
-   responses from a version not yet published when the request started, p99 of both runs.
+1. reload: 32 keep-alive clients send V2 binary requests for --duration seconds, without and
+   with a new version published every 10 s (written beside the others, renamed into place)
+   and the oldest removed, server polling every 0.5 s; --pairs such runs alternated. Reported:
+   failed requests, responses from a version not yet published when the request started, the
+   p99 of each run and the median ratio.
 2. stalled: 8 uploads that declare 16 MB and stall, and 100 idle connections, opened while 4
-   clients measure p99; unloaded p99 first. Reported: the ratio, and when the stalled uploads
-   and idle connections were closed against --body-timeout / --idle-timeout.
+   clients measure p99 for 10 s, alternated with unloaded runs. Reported: the ratios, and when
+   the stalled uploads and idle connections were closed against --body-timeout / --idle-timeout.
 3. flood: 60 gzip bodies of ~16 KB that expand to 16 MB and 8 V2 JSON bodies of ~12 MB at
    once; the server's peak RSS (VmHWM) against its RSS after warm-up + --max-buffered-mb +
    100 MB.
@@ -172,100 +173,121 @@ def publish(repo: Path, model: Path, version: int) -> None:
     os.rename(tmp, repo / "m" / str(version))
 
 
-def reload_target(model: Path, seconds: float, clients: int, threads: int, size: int) -> dict:
+def reload_target(model: Path, seconds: float, clients: int, threads: int, size: int,
+                  pairs: int) -> dict:
     x = np.random.default_rng(0).normal(size=(1, size, size, 3)).astype(np.float32)
     req = v2_binary_request("m", x)
+    published = {"1": 0.0}
+    baselines, reloads = [], []
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp)
         publish(repo, model, 1)
         srv = Server(repo, "--poll", "0.5", "--versions", "latest:1", "--threads", str(threads))
         try:
             run_clients(srv.port, req, clients, 2)  # warm-up
-            baseline = run_clients(srv.port, req, clients, seconds)
-            published = {"1": 0.0}
-            stop = threading.Event()
+            for _ in range(pairs):  # alternated, so both see the same background load
+                baselines.append(run_clients(srv.port, req, clients, seconds))
+                stop = threading.Event()
 
-            def publisher():
-                v = 1
-                while not stop.wait(10):
-                    v += 1
-                    published[str(v)] = time.monotonic()
-                    publish(repo, model, v)
-                    old = repo / "m" / str(v - 2)
-                    if old.is_dir():  # the one before the previous: never the serving one
-                        shutil.rmtree(old)
+                def publisher(stop: threading.Event = stop) -> None:
+                    while not stop.wait(10):
+                        v = max(map(int, published)) + 1
+                        published[str(v)] = time.monotonic()
+                        publish(repo, model, v)
+                        old = repo / "m" / str(v - 2)
+                        if old.is_dir():  # the one before the previous: never the serving one
+                            shutil.rmtree(old)
 
-            t = threading.Thread(target=publisher)
-            t.start()
-            reloading = run_clients(srv.port, req, clients, seconds)
-            stop.set()
-            t.join()
+                t = threading.Thread(target=publisher)
+                t.start()
+                reloads.append(run_clients(srv.port, req, clients, seconds))
+                stop.set()
+                t.join()
         finally:
             srv.stop()
+    reloading = [r for run in reloads for r in run]
     failed = [r for r in reloading if r[2] != 200]
     early = [r for r in reloading if r[2] == 200 and published.get(r[3], 1e18) > r[0]]
     versions = sorted({r[3] for r in reloading if r[2] == 200}, key=int)
-    base_p99, reload_p99 = p99(baseline), p99(reloading)
-    return {"clients": clients, "seconds": seconds, "requests_baseline": len(baseline),
-            "requests_reloading": len(reloading), "failed": len(failed),
-            "failed_examples": [str(r[3]) for r in failed[:3]],
+    ratios = [p99(r_) / p99(b_) for b_, r_ in zip(baselines, reloads)]
+    return {"clients": clients, "seconds_per_run": seconds, "pairs": pairs,
+            "requests_baseline": sum(map(len, baselines)), "requests_reloading": len(reloading),
+            "failed": len(failed), "failed_examples": [str(r[3]) for r in failed[:3]],
             "answered_by_unpublished_version": len(early), "versions_seen": versions,
-            "p99_ms_baseline": round(base_p99, 2), "p99_ms_reloading": round(reload_p99, 2),
-            "p99_ratio": round(reload_p99 / base_p99, 3),
+            "p99_ms_baseline": [round(p99(b_), 1) for b_ in baselines],
+            "p99_ms_reloading": [round(p99(r_), 1) for r_ in reloads],
+            "p99_ratio_per_pair": [round(r, 3) for r in ratios],
+            "p99_ratio_median": round(float(np.median(ratios)), 3),
             "target": "0 failed, 0 from unpublished versions, p99 ratio <= 1.5"}
 
 
 # -- 2. stalled uploads and idle connections ---------------------------------------------------------------
-def stalled_target(model: Path, threads: int, size: int, seconds: float) -> dict:
-    body_timeout, idle_timeout = 5.0, 8.0
+def stalled_target(model: Path, threads: int, size: int, seconds: float, pairs: int) -> dict:
+    # Timeouts longer than the measured window: everything stays open while it is measured.
+    body_timeout, idle_timeout = seconds + 5, seconds + 8
     x = np.random.default_rng(0).normal(size=(1, size, size, 3)).astype(np.float32)
     req = v2_binary_request(model.stem, x)
     srv = Server(model, "--threads", str(threads), "--body-timeout", str(body_timeout),
                  "--idle-timeout", str(idle_timeout))
+    base, under, closed_stalled, closed_idle, failed = [], [], [], [], 0
     try:
         run_clients(srv.port, req, 4, 2)
-        unloaded = run_clients(srv.port, req, 4, seconds)
-        opened = time.monotonic()
-        stalled, idle = [], []
-        for _ in range(8):
-            s = socket.create_connection(("127.0.0.1", srv.port))
-            s.sendall(f"POST /v2/models/{model.stem}/infer HTTP/1.1\r\nHost: x\r\n"
-                      f"Content-Length: {16 * 1024 * 1024}\r\n\r\n".encode() + b"{" * 1024)
-            stalled.append(s)
-        for _ in range(100):
-            idle.append(socket.create_connection(("127.0.0.1", srv.port)))
-        closed: dict[str, list[float]] = {"stalled": [], "idle": []}
-
-        def watch(kind, socks):
-            for s in socks:
-                s.settimeout(60)
-                try:
-                    while s.recv(65536):
-                        pass
-                except OSError:
-                    pass
-                closed[kind].append(time.monotonic() - opened)
-
-        watchers = [threading.Thread(target=watch, args=("stalled", stalled)),
-                    threading.Thread(target=watch, args=("idle", idle))]
-        for w in watchers:
-            w.start()
-        # Measured while every stalled upload and idle connection is still open.
-        loaded = run_clients(srv.port, req, 4, min(seconds, body_timeout - 0.5))
-        for w in watchers:
-            w.join(90)
-        for s in stalled + idle:
-            s.close()
+        for _ in range(pairs):  # alternated, so both see the same background load
+            base.append(p99(run_clients(srv.port, req, 4, seconds)))
+            result = _with_stalled(srv.port, model.stem, req, seconds)
+            under.append(p99(result["loaded"], skip_s=0))
+            failed += sum(r[2] != 200 for r in result["loaded"])
+            closed_stalled.append(max(result["stalled"]))
+            closed_idle.append(max(result["idle"]))
     finally:
         srv.stop()
-    base, under = p99(unloaded), p99(loaded, skip_s=0)
-    return {"stalled_uploads": 8, "idle_connections": 100, "body_timeout_s": body_timeout,
-            "idle_timeout_s": idle_timeout, "p99_ms_unloaded": round(base, 2),
-            "p99_ms_with_stalled": round(under, 2), "p99_ratio": round(under / base, 3),
-            "failed_with_stalled": sum(r[2] != 200 for r in loaded),
-            "stalled_closed_after_s_max": round(max(closed["stalled"]), 2),
-            "idle_closed_after_s_max": round(max(closed["idle"]), 2),
+    ratios = [u / b for u, b in zip(under, base)]
+    return {"stalled_uploads": 8, "idle_connections": 100, "seconds_per_run": seconds,
+            "pairs": pairs, "body_timeout_s": body_timeout, "idle_timeout_s": idle_timeout,
+            "p99_ms_unloaded": [round(b, 1) for b in base],
+            "p99_ms_with_stalled": [round(u, 1) for u in under],
+            "p99_ratio_per_pair": [round(r, 3) for r in ratios],
+            "p99_ratio_median": round(float(np.median(ratios)), 3),
+            "failed_with_stalled": failed,
+            "stalled_closed_after_s_max": round(max(closed_stalled), 2),
+            "idle_closed_after_s_max": round(max(closed_idle), 2),
             "target": "p99 ratio < 2, stalled closed within the body timeout"}
+
+
+def _with_stalled(port: int, name: str, req: bytes, seconds: float) -> dict:
+    """Open 8 stalled uploads and 100 idle connections, measure, then wait for the server
+    to close them all; seconds from opening to each close."""
+    opened = time.monotonic()
+    stalled, idle = [], []
+    for _ in range(8):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(f"POST /v2/models/{name}/infer HTTP/1.1\r\nHost: x\r\n"
+                  f"Content-Length: {16 * 1024 * 1024}\r\n\r\n".encode() + b"{" * 1024)
+        stalled.append(s)
+    for _ in range(100):
+        idle.append(socket.create_connection(("127.0.0.1", port)))
+    out: dict[str, list] = {"stalled": [], "idle": []}
+
+    def watch(kind, socks):
+        for s in socks:
+            s.settimeout(90)
+            try:
+                while s.recv(65536):
+                    pass
+            except OSError:
+                pass
+            out[kind].append(time.monotonic() - opened)
+
+    watchers = [threading.Thread(target=watch, args=("stalled", stalled)),
+                threading.Thread(target=watch, args=("idle", idle))]
+    for w in watchers:
+        w.start()
+    out["loaded"] = run_clients(port, req, 4, seconds)
+    for w in watchers:
+        w.join(120)
+    for s in stalled + idle:
+        s.close()
+    return out
 
 
 # -- 3. memory through floods --------------------------------------------------------------------------------
@@ -375,6 +397,8 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     ap.add_argument("--duration", type=float, default=60.0, help="seconds per reload run")
     ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--pairs", type=int, default=2,
+                    help="baseline/treatment runs alternated (median ratio reported)")
     ap.add_argument("--threads", type=int, default=1, help="engine threads per version")
     ap.add_argument("--only", choices=["reload", "stalled", "flood"], action="append")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "serve_targets")
@@ -389,10 +413,11 @@ def main() -> None:
     todo = a.only or ["reload", "stalled", "flood"]
     results = {}
     if "reload" in todo:
-        results["reload"] = reload_target(a.model, a.duration, a.clients, a.threads, size)
+        results["reload"] = reload_target(a.model, a.duration, a.clients, a.threads, size,
+                                          a.pairs)
         print(json.dumps(results["reload"]), file=sys.stderr)
     if "stalled" in todo:
-        results["stalled"] = stalled_target(a.model, a.threads, size, 10.0)
+        results["stalled"] = stalled_target(a.model, a.threads, size, 10.0, a.pairs + 1)
         print(json.dumps(results["stalled"]), file=sys.stderr)
     if "flood" in todo:
         results["flood"] = flood_target(a.model, a.threads, size)
