@@ -78,6 +78,7 @@ def test_training_decode_sees_the_pixels_serving_sees(tmp_path):
     assert np.all(dec.images[1] == 128)
 
 
+@pytest.mark.server
 def test_server_classifies_16_bit_grey_like_8_bit_grey(tmp_path):
     srv = ServerProcess(onnx_classifier(tmp_path / "tiny.onnx"))
     try:
