@@ -383,7 +383,8 @@ def write(out: Path, record: dict) -> None:
              f"CPU: {record['machine']['cpu']} ({record['machine']['cores']} cores; "
              f"{record['machine']['cpu_flags'] or 'no AVX-512/VNNI'})  ",
              f"Versions: {', '.join(f'{k} {v}' for k, v in record['machine']['versions'].items() if v)}",
-             f"  \nModel: {record['model']}", ""]
+             f"  \nModel: {record['model']}  ",
+             f"Load average (1 min) before/after: {record['load_average_1m_before_after']}", ""]
     for name, res in record["results"].items():
         lines += [f"## {name}", "", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {json.dumps(v) if isinstance(v, (dict, list)) else v} |"
@@ -411,6 +412,7 @@ def main() -> None:
 
     size = load(a.model, threads=1).sample_shape[0]
     todo = a.only or ["reload", "stalled", "flood"]
+    load_before = os.getloadavg()
     results = {}
     if "reload" in todo:
         results["reload"] = reload_target(a.model, a.duration, a.clients, a.threads, size,
@@ -424,7 +426,11 @@ def main() -> None:
         print(json.dumps(results["flood"]), file=sys.stderr)
     record = {"command": "python " + " ".join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-              "machine": machine(), "model": str(a.model.name), "results": results}
+              "machine": machine(), "model": str(a.model.name), "results": results,
+              # Other work on the machine shows here; separate runs are only comparable when
+              # it stayed level (hence the alternated pairs).
+              "load_average_1m_before_after": [round(load_before[0], 2),
+                                               round(os.getloadavg()[0], 2)]}
     write(a.out, record)
     print(f"wrote {a.out.with_suffix('.md')}", file=sys.stderr)
 
