@@ -221,7 +221,7 @@ def _per_client_monotonic(seen: list[str]) -> bool:
 
 
 # -- the command line ------------------------------------------------------------------------
-def test_port_in_use_is_bad_input_checked_before_models_load(tmp_path):
+def test_port_in_use_is_unavailable_checked_before_models_load(tmp_path):
     from typer.testing import CliRunner
 
     from hmff_edge.cli import app
@@ -232,7 +232,7 @@ def test_port_in_use_is_bad_input_checked_before_models_load(tmp_path):
         s.listen(1)
         port = s.getsockname()[1]
         res = CliRunner().invoke(app, ["serve", str(bare), "--port", str(port)])
-    assert res.exit_code == 2, res.output
+    assert res.exit_code == 5, res.output
     assert f"port {port}" in res.output and "already in use" in res.output
     assert "metadata" not in res.output
 

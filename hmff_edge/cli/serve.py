@@ -21,7 +21,7 @@ def serve(
                                            "or one .tflite/.onnx file."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (loopback by default)."),
     port: int = typer.Option(8080, "--port", min=1, max=65535,
-                             help="TCP port; one in use is refused (exit 2) before models load."),
+                             help="TCP port; one in use is refused (exit 5) before models load."),
     versions: str = typer.Option("latest", "--versions",
                                  help="Version policy: latest, latest:N, all, or specific:1,3."),
     poll: float = typer.Option(None, "--poll", min=0.1,

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Generator
 from typing import Any
 
-from hmff_edge.errors import ConfigError
+from hmff_edge.errors import ConfigError, UnavailableError
 from hmff_edge.serve.app import create_app
 from hmff_edge.serve.config import ServeConfig
 from hmff_edge.serve.metrics import Metrics
@@ -45,7 +45,7 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise ConfigError(f"port {port} on {host} is already in use by another process; "
+            raise UnavailableError(f"port {port} on {host} is already in use by another process; "
                               "choose another with --port") from None
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     sock.listen(2048)
