@@ -30,6 +30,7 @@ class ResolvedSource:
     has_data: bool = False  # config.json names the data (None there means the digits)
     run_dir: Path | None = None
     origin: str = ""  # what the user typed
+    config: dict[str, Any] = field(default_factory=dict)  # the run's config.json
     keras_model: Any = field(default=None, repr=False)  # loaded on demand in the parent
     interleaves: int | None = None
 
@@ -97,6 +98,7 @@ def _described(model: Path, rc: RunConfig | None, kind: str, text: str, *,
         mean=[float(v) for v in (rc.mean if rc else DEFAULT_MEAN)],
         std=[float(v) for v in (rc.std if rc else DEFAULT_STD)],
         data=rc.data if rc else None, has_data=rc is not None and rc.data is not None,
+        config=rc.to_dict() if rc else {},
         run_dir=run_dir, origin=text,
     )
 
