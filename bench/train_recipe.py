@@ -6,7 +6,7 @@ difference and its spread are the finding).
     python bench/train_recipe.py --train-limit 25000          # the script's full setting
 
 reproduce_cifar10.sh's setting: hmff-mobilenet-32ch at 32 px, 8 epochs, batch 64, Adam 1e-3,
-real CIFAR-10 (10% of the training folder for validation, the 10,000-image test split).
+real CIFAR-10 (10% of the training folder for validation, the data's test split).
 ``--train-limit`` defaults below the script's 25,000 so that four runs fit a shared CPU;
 the record says which was used. Writes bench/results/train_recipe.{json,md}.
 """

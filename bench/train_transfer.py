@@ -86,7 +86,8 @@ def main() -> None:
     record = {
         "command": "python bench/train_transfer.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items()
-            if k not in ("data", "work", "seeds", "source", "tag") and v is not None)
+            if k not in ("data", "work", "seeds", "source", "tag")
+            and not (a.source and k.startswith("pre_")))
             + " --seeds " + " ".join(map(str, a.seeds))
             + (f" --source {a.source} --tag {a.tag}" if a.source else ""),
         "source_run": {"command": source["command"], "test_accuracy": source["metrics"]["accuracy"],
