@@ -131,13 +131,24 @@ class GroupedPointwiseConv2D(keras.layers.Layer):
         )
 
     def call(self, x):
-        if in_export_mode() or native_grouped_training():
+        if in_export_mode():
+            return self.export_call(x, self.kernel)
+        if native_grouped_training():
             if self.interleave_input:
                 x = interleave_channels(x, self.groups)
             return tf.nn.conv2d(x, self.kernel, strides=1, padding="VALID")
         if self.groups <= DENSE_MAX_GROUPS:
             return tf.nn.conv2d(x, self.block_diagonal_kernel(), strides=1, padding="VALID")
         return self._batched_matmul(x)
+
+    def export_call(self, x, kernel):
+        """The export graph of this layer in the form chosen for it
+        (:func:`hmff_edge.convert.forms.current_form`, grouped unless a plan says otherwise);
+        ``kernel`` is this layer's kernel or a stand-in of its shape (a fake-quantized copy)."""
+        from hmff_edge.convert import forms
+
+        form = forms.current_form(self.name, self.groups)
+        return forms.emit(x, kernel, self.groups, self.interleave_input, form)
 
     def _grouped_kernel(self):
         """``(1, 1, Cin/G, F)`` -> ``(Cin/G, G, F/G)``: group j's weights are ``[:, j, :]``."""
