@@ -112,9 +112,11 @@ class GroupedForm:
         return "grouped" if (self.groups == layer_groups and not self.split) else self.name
 
 
-def candidates_for(groups: int, interleave: bool) -> list[GroupedForm]:
-    """Every form of a ``groups``-group layer: as today first, then fewer larger groups
-    (each divisor of ``groups`` that keeps at least 2 original groups per new one)."""
+def candidates_for(groups: int, interleave: bool, quant: str = "fp32") -> list[GroupedForm]:
+    """Every form of a ``groups``-group layer: as trained first, then fewer larger groups
+    (each divisor of ``groups``), dense, dense-fold (interleaving layers), split (float
+    only: in int8 the groups' outputs have different scales, and XNNPACK delegates no
+    CONCATENATION of differently quantized inputs, which would split the delegate)."""
     forms = [GroupedForm(groups)]
     forms += [GroupedForm(g) for g in range(groups - 1, 1, -1)
               if groups % g == 0 and g < groups]
@@ -122,13 +124,13 @@ def candidates_for(groups: int, interleave: bool) -> list[GroupedForm]:
         forms.append(GroupedForm(1))
         if interleave:
             forms.append(GroupedForm(1, fold_interleave=True))
-        if groups <= SPLIT_MAX_GROUPS:
+        if groups <= SPLIT_MAX_GROUPS and quant != "int8":
             forms.append(GroupedForm(groups, split=True))
     return forms
 
 
 def candidates(key: LayerKey) -> list[GroupedForm]:
-    return candidates_for(key.groups, key.interleave)
+    return candidates_for(key.groups, key.interleave, key.quant)
 
 
 # ------------------------------------------------------------------ emitting a form (TF)
@@ -229,8 +231,14 @@ class FormPlan:
     choices: list[FormChoice] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def forms(self, groups_of: dict[str, int]) -> dict[str, GroupedForm]:
-        return {c.layer: GroupedForm.parse(c.form, groups_of[c.layer]) for c in self.choices}
+    def layer_forms(self) -> dict[str, GroupedForm]:
+        """Layer name -> form, for :func:`use_forms`."""
+        return {c.layer: GroupedForm.parse(c.form, LayerKey.parse(c.key).groups)
+                for c in self.choices}
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{n} x {f}" for f, n in sorted(self.counts().items()))
+        return f"graph forms ({self.optimize}, {self.device}): {counts or 'no grouped layers'}"
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -448,8 +456,10 @@ def one_layer_tflite(key: LayerKey, form: GroupedForm, seed: int = 0) -> bytes:
     kernel = tf.constant(rng.standard_normal((1, 1, key.cin // key.groups, key.filters))
                          .astype("float32") * 0.1)
     spec = tf.TensorSpec([1, key.h, key.w, key.cin], tf.float32)
-    fn = tf.function(lambda x: emit(x, kernel, key.groups, key.interleave, form),
-                     input_signature=[spec]).get_concrete_function()
+    def layer(x):
+        return emit(x, kernel, key.groups, key.interleave, form)
+
+    fn = tf.function(layer, input_signature=[spec]).get_concrete_function()
     conv = tf.lite.TFLiteConverter.from_concrete_functions([fn])
     if key.quant == "int8":
         def rep():
@@ -475,3 +485,51 @@ def measure_table(keys: Iterable[LayerKey], timer: Timer | None = None,
         if progress:
             progress(f"{key.text()}: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[key.text()].items()))
     return rows
+
+
+# ------------------------------------------------------------------ the export hook
+
+TIMING_ENV = "HMFF_EDGE_FORM_TIMING"  # "0": never time candidates, table or default only
+
+
+def default_optimize(quantization: str) -> str:
+    """``latency`` for int8 (where the form matters most), ``size`` (the grouped form, as
+    trained) for everything else."""
+    return "latency" if quantization == "int8" else "size"
+
+
+def runtime_timer() -> Timer | None:
+    """A :class:`LiteRTTimer` when LiteRT can run here and timing is not switched off."""
+    import os
+
+    if os.environ.get(TIMING_ENV, "1") == "0":
+        return None
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401
+    except ImportError:
+        return None
+    return LiteRTTimer()
+
+
+def plan_for_model(model: Any, img_size: int, quantization: str, optimize: str | None = None,
+                   table: str | Path | None = None, timer: Timer | None = None,
+                   use_timer: bool = True) -> FormPlan:
+    """The form of every grouped 1x1 of ``model`` for one artifact (see :func:`select`):
+    the stored table for this device (or ``table``, which must cover the model), then timings
+    on this machine for shapes the table lacks, then the grouped form."""
+    optimize = check_optimize(optimize or default_optimize(quantization))
+    quant = "int8" if quantization == "int8" else "fp32"
+    layers = grouped_layers(model, img_size, quant)
+    device = device_kind()
+    rows = None
+    if optimize == "latency":
+        rows = load_table(path=table) if table else load_table(device)
+        if table and rows is not None:
+            check_table_covers(rows, layers, str(table))
+    if timer is None and use_timer and optimize == "latency":
+        timer = runtime_timer()
+    plan = select(layers, optimize, table=rows, timer=timer, device=device)
+    if optimize == "latency" and rows is None:
+        plan.notes.insert(0, f"no stored form table for {device!r}"
+                          + ("; candidates timed on this machine" if timer else ""))
+    return plan
