@@ -40,7 +40,12 @@ def convert(spec: dict) -> dict:
     model = load_keras(spec["keras"])
     if spec["quantization"] == "int8":
         decompose_for_int8(model)
-    fn = frozen_function(model, spec["img_size"])
+    from hmff_edge.convert import forms
+
+    plan = forms.plan_for_model(model, spec["img_size"], spec["quantization"],
+                                spec.get("optimize"), spec.get("form_table"))
+    with forms.use_forms(plan.layer_forms()):
+        fn = frozen_function(model, spec["img_size"])
     conv = tf.lite.TFLiteConverter.from_concrete_functions([fn])
     # Builtins only: a graph needing Flex (SELECT_TF_OPS) fails here instead of at run time.
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -64,7 +69,7 @@ def convert(spec: dict) -> dict:
         conv.inference_output_type = io
     data = unpin_batch(conv.convert(), TRACE_BATCH)
     atomic_write_bytes(spec["out"], data)
-    return {"path": spec["out"], "bytes": len(data)}
+    return {"path": spec["out"], "bytes": len(data), "graph_forms": plan.to_dict()}
 
 
 # ---------------------------------------------------------------- parent side
