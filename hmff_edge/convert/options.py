@@ -79,6 +79,10 @@ class ExportOptions:
     classes: int | None = None
     opset: int = 17
     progress: bool = True
+    # Graph form of each grouped 1x1 (hmff_edge.convert.forms): latency | size; None =
+    # latency for int8, size for the rest. form_table: a per-device table to use instead.
+    optimize: str | None = None
+    form_table: str | os.PathLike | None = None
     extra: dict = field(default_factory=dict)
 
     def targets(self) -> list[Target]:
@@ -131,7 +135,11 @@ class ExportOptions:
             raise ConfigError(f"img_size must be positive, got {self.img_size}")
         if self.classes is not None and self.classes < 2:
             raise ConfigError(f"classes must be >= 2, got {self.classes}")
-        for name in ("calib_data", "eval_data"):
+        if self.optimize is not None:
+            from hmff_edge.convert.forms import check_optimize
+
+            check_optimize(self.optimize)
+        for name in ("calib_data", "eval_data", "form_table"):
             p = getattr(self, name)
             if p is not None and not Path(p).exists():
                 raise ConfigError(f"--{name.replace('_', '-')} {str(p)!r} does not exist")

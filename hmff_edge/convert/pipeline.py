@@ -125,11 +125,15 @@ def _convert_all(src: ResolvedSource, options: ExportOptions, targets: list[Targ
             "opset": options.opset,
             "fp32_tflite": str(raw_paths["tflite-fp32"]) if "tflite-fp32" in raw_paths else None,
             "fp32_onnx": str(raw_paths["onnx-fp32"]) if "onnx-fp32" in raw_paths else None,
+            "optimize": options.optimize,
+            "form_table": str(options.form_table) if options.form_table else None,
         }
-        run_in_child(exporter.module, "convert", spec, what=f"{target.label} conversion")
+        child = run_in_child(exporter.module, "convert", spec, what=f"{target.label} conversion")
         raw_paths[target.label] = raw
         ins, outs = exporter.io_specs(raw, src.num_classes)
         meta = _metadata(src, target, ins, outs, report)
+        if child.get("graph_forms"):  # hmff_edge.convert.forms: which form each grouped 1x1 took
+            meta.extra["graph_forms"] = child["graph_forms"]
         if exporter.is_dir:  # SavedModel: embed in place, then the folder is the artifact
             exporter.embed_metadata(raw, raw, meta.to_json())
             final = raw
