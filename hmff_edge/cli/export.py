@@ -43,6 +43,11 @@ def export_cmd(
     classes: int = typer.Option(None, "--classes", help="Classes for a variant-name SOURCE "
                                 "(default 10)."),
     opset: int = typer.Option(None, "--opset", help="ONNX opset (default 17)."),
+    optimize: str = typer.Option(None, "--optimize", help="Graph form of each grouped 1x1 in "
+                                 "TFLite: latency (fastest measured form; default for int8) | "
+                                 "size (the grouped form; default otherwise)."),
+    form_table: Path = typer.Option(None, "--form-table", help="Per-device form timings "
+                                    "(bench/form_table.py) to use instead of the shipped one."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
@@ -54,7 +59,8 @@ def export_cmd(
 
     given = {"formats": fmt, "quantizations": quantize, "calib_data": calib_data,
              "calib_samples": calib_samples, "io_dtype": io_dtype, "eval_data": eval_data,
-             "eval_samples": eval_samples, "verify_samples": verify_samples, "opset": opset}
+             "eval_samples": eval_samples, "verify_samples": verify_samples, "opset": opset,
+             "optimize": optimize, "form_table": form_table}
     settings = load_recipe(recipe) if recipe is not None else {}
     settings.update({k: v for k, v in given.items() if v is not None})
     options = ExportOptions(out=out, verify=not no_verify, img_size=img_size, classes=classes,
@@ -74,5 +80,12 @@ def export_cmd(
         print_json(report.to_dict())
         return
     typer.echo(report.table())
+    for a in report.artifacts:  # which graph form each grouped 1x1 took, and why
+        plan = a.metadata.get("extra", {}).get("graph_forms")
+        if plan:
+            from hmff_edge.convert.forms import FormPlan
+
+            fp = FormPlan.from_dict(plan)
+            typer.echo(f"{a.label}: {fp.summary()}" + "".join(f"\n  note: {n}" for n in fp.notes))
     typer.echo(f"\nwrote {sum(a.published for a in report.artifacts)} artifact(s) + "
                f"export_report.json to {report.out_dir}")
