@@ -55,6 +55,9 @@ def bench_cmd(
                              help="Write results.json, trials.csv, results.md, compare.md "
                                   "and PNG plots here"),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars"),
+    roofline: bool = typer.Option(False, "--roofline", help="Also print each LiteRT model's "
+                                  "MACs, bytes moved, this machine's measured GEMM peak and "
+                                  "bandwidth, the lower-bound time and the achieved share"),
 ) -> None:
     """Latency and throughput of exports: load time, first inference, batch-1 latency
     (mean, std, min, p50, p90, p99) and a batch sweep 1, 2, 4, ... until out-of-memory or
@@ -90,6 +93,10 @@ def bench_cmd(
             to_run.append(m)
     if to_run:
         results.extend(bench(to_run, opts, progress=not (no_progress or json_out)))
+    if roofline:
+        from hmff_edge.bench.roofline import attach
+
+        attach(results)
     if out:
         write_outputs(results, out, baseline=baseline)
     if json_out:
@@ -98,5 +105,9 @@ def bench_cmd(
         print_json({"schema": SCHEMA, "results": results})
         return
     typer.echo(compare_table(results, baseline) if compare else terminal_table(results))
+    if roofline:
+        from hmff_edge.bench.roofline import results_table
+
+        typer.echo("\n" + results_table(results))
     if out:
         typer.echo(f"Wrote results.json, trials.csv, results.md, compare.md and plots to {out}")
