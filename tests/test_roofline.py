@@ -53,3 +53,25 @@ def test_attach_adds_a_roofline_to_tflite_results_only(tmp_path):
     text = R.results_table(results)
     assert "| p | int8 | 205.5M |" in text and "400.0 GMAC/s" in text
     assert "no LiteRT" in R.results_table([results[1]])
+
+
+def test_bench_cli_roofline_flag(tmp_path, monkeypatch):
+    """``bench compare results.json --roofline``: the table comes out under the comparison."""
+    import json
+
+    monkeypatch.setattr(R, "measure_machine", lambda: FAKE)
+
+    from typer.testing import CliRunner
+
+    from hmff_edge.bench.runner import SCHEMA
+    from hmff_edge.cli import app
+
+    probe = str(R.PROBES / "gemm_int8.tflite")
+    res = tmp_path / "results.json"
+    res.write_text(json.dumps({"schema": SCHEMA, "results": [
+        {"model": {"name": "probe"}, "model_file": {"path": probe}, "runtime": "litert",
+         "quantization": "int8", "latency": {"p50": 1.0},
+         "throughput": {"batch1_images_per_s": 1000.0, "best_images_per_s": 1000.0}}]}))
+    out = CliRunner().invoke(app, ["bench", "compare", str(res), "--roofline"])
+    assert out.exit_code == 0, out.output
+    assert "| probe | int8 | 205.5M |" in out.output and "GEMM peak" in out.output
