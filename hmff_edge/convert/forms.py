@@ -150,9 +150,10 @@ def use_forms(plan: dict[str, GroupedForm] | None) -> Iterator[None]:
         _FORMS.reset(token)
 
 
-def current_form(layer_name: str, groups: int) -> GroupedForm:
+def current_form(layer_name: str | None, groups: int) -> GroupedForm:
+    """The form the plan in effect gives layer ``layer_name`` (grouped without one)."""
     plan = _FORMS.get()
-    return (plan or {}).get(layer_name) or GroupedForm(groups)
+    return (plan or {}).get(layer_name or "") or GroupedForm(groups)
 
 
 def emit(x: Any, kernel: Any, groups: int, interleave: bool, form: GroupedForm) -> Any:
@@ -394,13 +395,21 @@ def write_table(path: str | Path, device: str, rows: dict[str, dict], meta: dict
 # ------------------------------------------------------------------ layers of a model
 
 
-def grouped_layers(model: Any, img_size: int, quant: str) -> dict[str, LayerKey]:
-    """Layer name -> :class:`LayerKey` for every grouped 1x1 of a built Keras model."""
+def is_grouped_pointwise(layer: Any) -> bool:
+    """A :class:`~hmff_edge.models.layers.GroupedPointwiseConv2D`, or any layer (a QAT
+    wrapper) that sets ``exports_grouped_forms = True`` and has ``filters``, ``groups`` and
+    ``interleave_input`` and calls ``grouped_pointwise_conv(..., name=self.name)``."""
     from hmff_edge.models.layers import GroupedPointwiseConv2D
 
+    return isinstance(layer, GroupedPointwiseConv2D) or bool(
+        getattr(layer, "exports_grouped_forms", False))
+
+
+def grouped_layers(model: Any, img_size: int, quant: str) -> dict[str, LayerKey]:
+    """Layer name -> :class:`LayerKey` for every grouped 1x1 of a built Keras model."""
     out = {}
     for layer in model._flatten_layers():
-        if isinstance(layer, GroupedPointwiseConv2D) and layer.groups > 1:
+        if is_grouped_pointwise(layer) and layer.groups > 1:
             shape = layer.input.shape
             out[layer.name] = LayerKey(int(shape[1]), int(shape[2]), int(shape[3]),
                                        layer.filters, layer.groups, layer.interleave_input,
