@@ -26,17 +26,19 @@ def fake_timer(ms_of: dict[str, float]):
 
 def test_candidates_cover_every_form_kind():
     labels = [f.label(8) for f in F.candidates(KEY)]
-    assert labels == ["grouped", "regroup4", "regroup2", "dense", "dense-fold", "split"]
+    assert labels == ["grouped", "regroup4", "regroup2", "dense", "dense-fold"]
+    assert [f.label(4) for f in F.candidates_for(4, True)][-1] == "split"
     plain = [f.label(64) for f in F.candidates_for(64, False)]
     assert "dense-fold" not in plain and "split" not in plain  # no interleave; too many groups
     assert plain[:2] == ["grouped", "regroup32"]
-    # split would need a CONCATENATION of differently quantized int8 tensors
-    assert "split" not in [f.label(8) for f in F.candidates_for(8, True, "int8")]
+    # XNNPACK delegates a SPLIT into at most 4 outputs
+    assert "split" not in [f.label(8) for f in F.candidates_for(8, True)]
 
 
 @pytest.mark.parametrize("name", ["grouped", "regroup4", "regroup2", "dense", "dense-fold", "split"])
 def test_form_names_round_trip(name):
     assert F.GroupedForm.parse(name, 8).label(8) == name
+    assert F.GroupedForm.parse(name, 4).label(4) == name.replace("regroup4", "grouped")
 
 
 def test_unknown_form_and_key_are_config_errors():
@@ -49,7 +51,7 @@ def test_unknown_form_and_key_are_config_errors():
 
 def test_selector_picks_the_faster_form_from_a_fake_timer():
     timer = fake_timer({"grouped": 0.9, "dense-fold": 0.3, "split": 0.5})
-    layers = {"a": KEY, "b": KEY, "c": F.LayerKey(7, 7, 256, 256, 8, False, "fp32")}
+    layers = {"a": KEY, "b": KEY, "c": F.LayerKey(7, 7, 256, 256, 4, False, "fp32")}
     plan = F.select(layers, "latency", timer=timer, device="test")
     got = {c.layer: (c.form, c.source) for c in plan.choices}
     assert got["a"] == ("dense-fold", "measured") and got["b"] == ("dense-fold", "measured")
@@ -116,6 +118,7 @@ def test_shipped_tables_parse():
 
 
 def test_plan_round_trips_through_json():
-    plan = F.select({"a": KEY}, "latency", timer=fake_timer({"split": 0.1}), device="d")
+    key4 = F.LayerKey(7, 7, 256, 256, 4, True, "fp32")
+    plan = F.select({"a": key4}, "latency", timer=fake_timer({"split": 0.1}), device="d")
     back = F.FormPlan.from_dict(json.loads(json.dumps(plan.to_dict())))
     assert back == plan and "1 x split" in back.summary()

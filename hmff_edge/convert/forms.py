@@ -43,8 +43,9 @@ from hmff_edge.errors import ConfigError
 OPTIMIZE_CHOICES = ("latency", "size")
 TABLE_DIR = Path(__file__).with_name("form_tables")
 TABLE_VERSION = 1
-# split emits one CONV_2D per group: past this many groups the op count alone loses.
-SPLIT_MAX_GROUPS = 8
+# split emits one CONV_2D per group between a SPLIT and a CONCATENATION; XNNPACK delegates a
+# SPLIT into at most 4 outputs (a SPLIT into 8 stays out and splits the delegate).
+SPLIT_MAX_GROUPS = 4
 
 
 @dataclass(frozen=True, order=True)
@@ -114,9 +115,8 @@ class GroupedForm:
 
 def candidates_for(groups: int, interleave: bool, quant: str = "fp32") -> list[GroupedForm]:
     """Every form of a ``groups``-group layer: as trained first, then fewer larger groups
-    (each divisor of ``groups``), dense, dense-fold (interleaving layers), split (float
-    only: in int8 the groups' outputs have different scales, and XNNPACK delegates no
-    CONCATENATION of differently quantized inputs, which would split the delegate)."""
+    (each divisor of ``groups``), dense, dense-fold (interleaving layers), split (up to
+    :data:`SPLIT_MAX_GROUPS` groups)."""
     forms = [GroupedForm(groups)]
     forms += [GroupedForm(g) for g in range(groups - 1, 1, -1)
               if groups % g == 0 and g < groups]
@@ -124,7 +124,7 @@ def candidates_for(groups: int, interleave: bool, quant: str = "fp32") -> list[G
         forms.append(GroupedForm(1))
         if interleave:
             forms.append(GroupedForm(1, fold_interleave=True))
-        if groups <= SPLIT_MAX_GROUPS and quant != "int8":
+        if groups <= SPLIT_MAX_GROUPS:
             forms.append(GroupedForm(groups, split=True))
     return forms
 
