@@ -31,8 +31,9 @@ def test_candidates_cover_every_form_kind():
     plain = [f.label(64) for f in F.candidates_for(64, False)]
     assert "dense-fold" not in plain and "split" not in plain  # no interleave; too many groups
     assert plain[:2] == ["grouped", "regroup32"]
-    # XNNPACK delegates a SPLIT into at most 4 outputs
+    # XNNPACK delegates a SPLIT into at most 4 outputs; int8 split requantizes per group
     assert "split" not in [f.label(8) for f in F.candidates_for(8, True)]
+    assert "split" not in [f.label(4) for f in F.candidates_for(4, True, "int8")]
 
 
 @pytest.mark.parametrize("name", ["grouped", "regroup4", "regroup2", "dense", "dense-fold", "split"])
