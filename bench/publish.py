@@ -299,23 +299,30 @@ def int8_targets(table: dict) -> list[dict]:
     def ips(name, key):
         return ((table.get(name) or {}).get(key) or {}).get("images_per_s")
 
+    def fast(name, key):  # images/s of the fastest run: less sensitive to other jobs
+        ms = ((table.get(name) or {}).get(key) or {}).get("min_ms")
+        return 1000.0 / ms if ms else None
+
     base_i8, base_f = ips("mobilenet-v1", "litert-int8"), ips("mobilenet-v1", "litert-fp32")
     if not (base_i8 and base_f):
         return []
     base_speedup = base_i8 / base_f
+    fast_speedup = fast("mobilenet-v1", "litert-int8") / fast("mobilenet-v1", "litert-fp32")
     out = []
     for name in INT8_VS_MOBILENET:
         if ips(name, "litert-int8"):
             got = ips(name, "litert-int8") / base_i8
             out.append({"model": name, "what": "int8 vs mobilenet-v1 int8", "target": 1.0,
-                        "measured": got, "met": got >= 1.0})
+                        "measured": got, "met": got >= 1.0,
+                        "from_min": fast(name, "litert-int8") / fast("mobilenet-v1", "litert-int8")})
     need = INT8_SPEEDUP_SHARE * base_speedup
     for name in table:
         if name.startswith("hmff-mobilenet") and ips(name, "litert-int8") and ips(name, "litert-fp32"):
             got = ips(name, "litert-int8") / ips(name, "litert-fp32")
             out.append({"model": name, "what": "int8 speed-up over own fp32 "
-                        f"(mobilenet-v1: {base_speedup:.2f}x)", "target": need, "measured": got,
-                        "met": got >= need})
+                        f"(mobilenet-v1: {base_speedup:.2f}x; from min {fast_speedup:.2f}x)",
+                        "target": need, "measured": got, "met": got >= need,
+                        "from_min": fast(name, "litert-int8") / fast(name, "litert-fp32")})
     return out
 
 
@@ -414,10 +421,12 @@ def markdown(s: dict) -> str:
                      f"{'-' if t['met'] is None else ('yes' if t['met'] else 'NO')} |")
     if s.get("int8_targets"):
         lines += ["", "## int8 targets (issue 15; LiteRT, ratios of median img/s in this run)", "",
-                  "| model | what | target | measured | met |", "|---|---|---|---|---|"]
+                  "| model | what | target | measured | from min | met |",
+                  "|---|---|---|---|---|---|"]
         for t in s["int8_targets"]:
             lines.append(f"| {t['model']} | {t['what']} | {t['target']:.2f}x | "
-                         f"{t['measured']:.2f}x | {'yes' if t['met'] else 'NO'} |")
+                         f"{t['measured']:.2f}x | {f(t.get('from_min'))}x | "
+                         f"{'yes' if t['met'] else 'NO'} |")
     lines += roofline_lines(s)
     for name, p in s["op_profiles"].items():
         lines += ["", f"## Where the time goes: {name} (LiteRT, 1 thread)", ""]
