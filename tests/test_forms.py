@@ -123,3 +123,16 @@ def test_plan_round_trips_through_json():
     plan = F.select({"a": key4}, "latency", timer=fake_timer({"split": 0.1}), device="d")
     back = F.FormPlan.from_dict(json.loads(json.dumps(plan.to_dict())))
     assert back == plan and "1 x split" in back.summary()
+
+
+def test_cli_refuses_an_unknown_optimize_before_any_work(tmp_path):
+    from typer.testing import CliRunner
+
+    from hmff_edge.cli import app
+
+    out = CliRunner().invoke(app, ["export", "hmff-mobilenet-16ch", "--format", "tflite",
+                                   "--quantize", "int8", "--optimize", "fast",
+                                   "--out", str(tmp_path / "x")])
+    assert out.exit_code != 0
+    assert "--optimize must be one of latency, size, got 'fast'" in out.output
+    assert not (tmp_path / "x").exists()
