@@ -1,0 +1,31 @@
+"""Errors of the emulated device; each message says what is wrong and how to fix it."""
+
+from hmff_edge.errors import HmffEdgeError
+
+
+class EmulatorError(HmffEdgeError):
+    """The emulated device cannot be built, started or reached."""
+
+
+class NeedsRootError(EmulatorError):
+    """debootstrap, chroot and mount need root."""
+
+
+class MissingToolError(EmulatorError):
+    """A host program (qemu-user-static, debootstrap, ...) is not installed."""
+
+
+class NoSpaceError(EmulatorError):
+    """Not enough free space in the cache folder for the arm64 root."""
+
+
+class PortInUseError(EmulatorError):
+    """The requested 127.0.0.1 port is taken."""
+
+
+class StaleRootError(EmulatorError):
+    """The cached root holds runtime versions other than the host's."""
+
+
+class XnnpackError(EmulatorError):
+    """LiteRT fell back to its reference kernels inside the root (int8 answers change)."""
