@@ -43,6 +43,9 @@ def export_cmd(
     classes: int = typer.Option(None, "--classes", help="Classes for a variant-name SOURCE "
                                 "(default 10)."),
     opset: int = typer.Option(None, "--opset", help="ONNX opset (default 17)."),
+    verify_on: str = typer.Option(None, "--verify-on", help="rpi4 | rpi5: also run each "
+                                  "TFLite artifact in the emulated arm64 runtime (hmff-edge "
+                                  "device; needs root) and compare with this host's outputs."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
@@ -58,7 +61,7 @@ def export_cmd(
     settings = load_recipe(recipe) if recipe is not None else {}
     settings.update({k: v for k, v in given.items() if v is not None})
     options = ExportOptions(out=out, verify=not no_verify, img_size=img_size, classes=classes,
-                            progress=not (quiet or json_out), **settings)
+                            progress=not (quiet or json_out), verify_on=verify_on, **settings)
     options.validate()  # option errors before TensorFlow is imported
     try:
         report = export(source, options)

@@ -78,6 +78,7 @@ class ExportOptions:
     img_size: int | None = None  # variant-name sources (and overrides nothing else)
     classes: int | None = None
     opset: int = 17
+    verify_on: str | None = None  # rpi4 | rpi5: also compare TFLite outputs in emulated arm64
     progress: bool = True
     extra: dict = field(default_factory=dict)
 
@@ -129,6 +130,13 @@ class ExportOptions:
             raise ConfigError(f"verify_samples must be >= 1, got {self.verify_samples}")
         if self.img_size is not None and self.img_size < 1:
             raise ConfigError(f"img_size must be positive, got {self.img_size}")
+        if self.verify_on is not None:
+            from hmff_edge.device.targets import get_target
+
+            get_target(self.verify_on)  # ConfigError naming rpi4, rpi5
+            if not self.verify or not any(t.format == "tflite" for t in targets):
+                raise ConfigError("--verify-on compares TFLite artifacts on the verification "
+                                  "images: it needs a tflite format and no --no-verify")
         if self.classes is not None and self.classes < 2:
             raise ConfigError(f"classes must be >= 2, got {self.classes}")
         for name in ("calib_data", "eval_data"):

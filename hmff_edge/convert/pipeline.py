@@ -79,6 +79,10 @@ def export(source: str | os.PathLike, options: ExportOptions | None = None) -> E
         try:
             produced = _convert_all(src, options, targets, stage, calib_npy, verify_set,
                                     reference, report)
+            if options.verify_on and verify_set is not None:
+                from hmff_edge.device.verify import check_export
+
+                check_export(options.verify_on, report, produced, verify_set.x)
             report.seconds = round(time.perf_counter() - t0, 2)
             good = [item for item, a in zip(produced, report.artifacts) if a.passed]
             for a in report.artifacts:
