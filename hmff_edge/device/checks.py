@@ -23,6 +23,7 @@ TOOLS: dict[str, str] = {
     "mount": "mount",
     "umount": "mount",
 }
+SBIN_DIRS = ("/usr/sbin", "/sbin")
 # An arm64 root with Python, the wheels and sshd, plus room for pip's unpacking.
 ROOT_BYTES = 1536 * 2**20
 
@@ -36,10 +37,10 @@ def require_root(action: str, euid: int | None = None) -> None:
 
 
 def require_tools(names: list[str] | None = None,
-                  which: Callable[[str], str | None] = shutil.which) -> None:
+                  which: Callable[[str], str | None] | None = None) -> None:
     """Raise :class:`MissingToolError` naming the Debian packages of the missing programs."""
     names = list(TOOLS) if names is None else names
-    missing = [n for n in names if not _find(n, which)]
+    missing = [n for n in names if not _find(n, which or shutil.which)]
     if missing:
         pkgs = sorted({TOOLS.get(n, n) for n in missing})
         raise MissingToolError(f"missing host program(s) {', '.join(missing)}; install them "
@@ -48,7 +49,7 @@ def require_tools(names: list[str] | None = None,
 
 def _find(name: str, which: Callable[[str], str | None]) -> str | None:
     # Root's PATH usually has the sbin folders; sudo or a plain user shell may not.
-    return which(name) or next((p for d in ("/usr/sbin", "/sbin")
+    return which(name) or next((p for d in SBIN_DIRS
                                 if os.access(p := f"{d}/{name}", os.X_OK)), None)
 
 
