@@ -249,7 +249,13 @@ def test_fp32_within_1e5_and_shape_mismatch():
     host = np.random.default_rng(0).random((4, 10)).astype(np.float32)
     assert compare_outputs(host, host + 5e-6, "none").passed
     c = compare_outputs(host, host + 2e-5, "none")
-    assert not c.passed and c.tolerance == 1e-5
+    assert not c.passed and c.tolerance == 1e-5 and "1e-05 + 1e-5 relative" in c.failures[0]
+    ones = np.ones((2, 3), np.float32)
+    assert compare_outputs(ones, ones + 1.5e-5, "none").passed  # 1e-5 + 1e-5 * 1
+    assert not compare_outputs(ones, ones + 2.5e-5, "none").passed
+    q = np.full((2, 3), 0.5, np.float32)  # int8 with float I/O: steps of 1/256, no relative
+    assert compare_outputs(q, q + 1 / 256, "int8").passed
+    assert not compare_outputs(q, q + 2 / 256, "int8").passed
     c = compare_outputs(host, host[:3], "none", target="rpi5")
     assert not c.passed and "on rpi5" in c.failures[0]
     assert tolerance_for(np.float32, "int8") == ("abs", 1 / 256)

@@ -5,7 +5,9 @@ only difference is the instruction set and LiteRT's kernels for it. Limits:
 
 * integer outputs (int8/uint8 I/O): at most :data:`INT8_STEPS` quantization step apart;
 * an int8 model with float I/O: at most ``INT8_STEPS / 256`` (the int8 softmax's step);
-* float outputs otherwise (fp32, fp16, dynamic): at most :data:`FLOAT_ATOL` apart.
+* float outputs otherwise (fp32, fp16, dynamic): ``|diff| <= 1e-5 + 1e-5 * |host|``
+  (:data:`FLOAT_ATOL`, :data:`FLOAT_RTOL`; numpy's ``allclose`` rule): SIMD kernels of the
+  two instruction sets sum in different orders, which moves a probability near 1 by ~1e-5.
 
 XNNPACK must start on both sides; when it does not, :class:`XnnpackError` is raised (the
 reference kernels answer differently, so any comparison would be meaningless).
@@ -31,6 +33,7 @@ from hmff_edge.errors import ConfigError
 
 INT8_STEPS = 1
 FLOAT_ATOL = 1e-5
+FLOAT_RTOL = 1e-5
 INT8_FLOAT_IO_STEP = 1 / 256
 DEFAULT_BATCH = 8
 
@@ -83,18 +86,22 @@ def compare_outputs(host: np.ndarray, emulated: np.ndarray, quantization: str, *
         base.failures.append(f"output {emulated.dtype}{list(emulated.shape)} on {target} != "
                              f"{host.dtype}{list(host.shape)} on the host")
         return base
-    diff = np.abs(host.astype(np.float64) - emulated.astype(np.float64))
+    ref = host.astype(np.float64)
+    diff = np.abs(ref - emulated.astype(np.float64))
+    limit = tol + (FLOAT_RTOL * np.abs(ref) if unit == "abs" and quantization != "int8" else 0)
     base.max_diff = float(diff.max()) if diff.size else 0.0
-    base.mismatched_values = int((diff > tol).sum())
+    base.mismatched_values = int((diff > limit).sum())
     flat_h, flat_e = host.reshape(len(host), -1), emulated.reshape(len(host), -1)
     base.top1_agreement = float((flat_h.argmax(1) == flat_e.argmax(1)).mean()) if len(host) \
         else 1.0
     if not np.isfinite(diff).all():
         base.failures.append("non-finite outputs")
-    elif base.max_diff > tol:
+    elif base.mismatched_values:
         what = "quantization steps" if unit == "steps" else ""
         base.failures.append(f"{base.mismatched_values} output value(s) differ by up to "
-                             f"{base.max_diff:.3g} {what}".rstrip() + f" (limit {tol:g}); "
+                             f"{base.max_diff:.3g} {what}".rstrip() + f" (limit {tol:g}"
+                             + (" + 1e-5 relative" if unit == "abs" and quantization != "int8"
+                                else "") + "); "
                              f"top-1 agreement {base.top1_agreement:.2%}")
     return base
 
@@ -165,7 +172,7 @@ def check_export(target: str, report, produced, x: np.ndarray) -> None:
     """``export --verify-on``: verify the TFLite artifacts of an export report on ``target``;
     a mismatch becomes a problem of that artifact (so it is not published)."""
     items = [(a, final) for a, (final, _, _) in zip(report.artifacts, produced)
-             if a.format == "tflite" and a.passed]
+             if a.format == "tflite"]
     if not items:
         return
     found = verify_on(target, [(final, a.quantization) for a, final in items], x)
