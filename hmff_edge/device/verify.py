@@ -177,6 +177,7 @@ def check_export(target: str, report, produced, x: np.ndarray) -> None:
         return
     found = verify_on(target, [(final, a.quantization) for a, final in items], x)
     for (a, _), cmp in zip(items, found):
+        cmp.artifact = a.path  # the published name, not the staging path
         if a.verification is not None:
             a.verification["on_target"] = cmp.to_dict()
         if not cmp.passed:
