@@ -382,3 +382,19 @@ def test_export_verify_on_is_checked_before_work():
     with pytest.raises(ConfigError, match="no --no-verify"):
         ExportOptions(formats="tflite", verify_on="rpi4", verify=False).validate()
     ExportOptions(formats="tflite", quantizations="int8", verify_on="rpi5").validate()
+
+
+def test_cli_emulate_prints_the_host_and_json(cache, monkeypatch):
+    import hmff_edge.device as device
+
+    monkeypatch.setattr(device, "emulate", lambda target, port=None, rebuild=False: _info(cache))
+    r = runner.invoke(app, ["device", "emulate", "rpi4"])
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.strip().splitlines()
+    assert lines[-1] == "root@127.0.0.1:40022"
+    assert "emulated arm64 (cortex-a72), not device timing" in lines[0]
+    assert "--host root@127.0.0.1:40022" in r.stdout
+    r = runner.invoke(app, ["device", "emulate", "rpi4", "--json"])
+    data = json.loads(r.stdout)
+    assert (data["host"], data["port"], data["cpu"]) == ("root@127.0.0.1:40022", 40022,
+                                                         "cortex-a72")
