@@ -6,12 +6,13 @@
 
 1. ``hmff-edge device emulate TARGET`` timed: with ``--fresh`` in an empty cache folder
    (debootstrap + wheels + venv: the first-time cost), else reusing the cached root.
-2. For each model (random weights) as fp32 and int8 TFLite: batch-1 latency with 1 thread
+2. For each model (random weights) as fp32 and int8 TFLite: batch-1 median latency, 1 thread,
    on this host and in the emulated root over ssh, and their ratio (emulated / host);
    host first, then emulated, same runner, same settings.
 3. ``verify_on``: the outputs on random images in both runtimes, max difference.
 
-Writes bench/results/emulate_TARGET.json and .md (command, date, CPU with flags, versions).
+Writes bench/results/emulate_TARGET.json and .md (emulate_TARGET_fresh with --fresh):
+command, date, CPU with flags, versions, load average.
 Emulated latency is an emulator's, never a Pi's: the ratio says how much slower qemu-user
 runs the Arm kernels on this CPU, nothing about a board.
 """
@@ -40,7 +41,7 @@ def _args() -> argparse.Namespace:
     p.add_argument("--models", nargs="+", default=["hmff-mobilenet-16ch", "mobilenet-v1"])
     p.add_argument("--quants", nargs="+", default=["fp32", "int8"])
     p.add_argument("--img-size", type=int, default=32)
-    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--runs", type=int, default=30)
     p.add_argument("--images", type=int, default=16, help="verification images")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     return p.parse_args()
@@ -53,6 +54,7 @@ def _latency(path: str, runs: int, host: str | None, target: str) -> dict:
                         threads=1, batch_sizes="1", runs=runs, warmup=2, host=host)
     (res,) = bench([path], opts, progress=False, command="bench/emulate_rpi.py")
     return {"mean_ms": res["latency"]["mean"], "p50_ms": res["latency"]["p50"],
+            "min_ms": res["latency"]["min"],
             "load_s": res["load_s"], "label": res["device"]["label"],
             "cpu_model": res["hardware"]["cpu_model"]}
 
@@ -87,14 +89,15 @@ def main() -> int:
                 (cmp,) = verify_on(args.target, [(ref.path, "int8" if quant == "int8"
                                                   else "none")], x)
                 rows.append({"model": model, "quant": quant, "img_size": args.img_size,
-                             "host_ms": host["mean_ms"], "emulated_ms": emu["mean_ms"],
-                             "ratio": emu["mean_ms"] / host["mean_ms"],
+                             "host_p50_ms": host["p50_ms"], "emulated_p50_ms": emu["p50_ms"],
+                             "host_mean_ms": host["mean_ms"], "emulated_mean_ms": emu["mean_ms"],
+                             "ratio": emu["p50_ms"] / host["p50_ms"],
                              "emulated_label": emu["label"],
                              "runner_cpu": emu["cpu_model"],
                              "verify": {"max_diff": cmp.max_diff, "unit": cmp.unit,
                                         "passed": cmp.passed, "images": cmp.images}})
-                print(f"{model} {quant}: host {host['mean_ms']:.2f} ms, emulated "
-                      f"{emu['mean_ms']:.1f} ms ({rows[-1]['ratio']:.0f}x), max diff "
+                print(f"{model} {quant}: host {host['p50_ms']:.2f} ms, emulated "
+                      f"{emu['p50_ms']:.1f} ms ({rows[-1]['ratio']:.0f}x), max diff "
                       f"{cmp.max_diff:g} {cmp.unit}", file=sys.stderr, flush=True)
     finally:
         if not was_running:
@@ -108,8 +111,9 @@ def main() -> int:
         "hardware": {"cpu_model": model, "cpu_flags": flags, "cores": os.cpu_count()},
         "versions": info.pins, "target": args.target, "qemu_cpu": info.cpu,
         "label": info.label, "threads": 1, "runs": args.runs, "setup": setup, "rows": rows,
+        "load_average": [round(v, 1) for v in os.getloadavg()],
     }
-    out = args.out / f"emulate_{args.target}"
+    out = args.out / f"emulate_{args.target}{'_fresh' if args.fresh else ''}"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     out.with_suffix(".md").write_text(_markdown(record))
@@ -129,14 +133,17 @@ def _markdown(r: dict) -> str:
              f"; parts: " + ", ".join(f"{k} {v} s" for k, v in s.items()
                                       if k not in ("wall_s", "fresh_cache", "reused_running"))
              + ")", "",
-             "| model | quant | px | host ms | emulated ms | emulated / host | verify max diff |",
+             "| model | quant | px | host p50 ms | emulated p50 ms | emulated / host | "
+             "verify max diff |",
              "|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
         v = row["verify"]
         lines.append(f"| {row['model']} | {row['quant']} | {row['img_size']} | "
-                     f"{row['host_ms']:.2f} | {row['emulated_ms']:.1f} | {row['ratio']:.0f}x | "
+                     f"{row['host_p50_ms']:.3f} | {row['emulated_p50_ms']:.1f} | "
+                     f"{row['ratio']:.0f}x | "
                      f"{v['max_diff']:g} {v['unit']} ({'pass' if v['passed'] else 'FAIL'}) |")
-    lines += ["", f"Batch-1 mean latency, {r['threads']} thread, {r['runs']} runs. Emulated "
+    lines += ["", f"Batch-1 median latency, {r['threads']} thread, {r['runs']} runs; load "
+              f"average {r['load_average']} at the end (shared machine). Emulated "
               "figures are qemu-user's, not device timing.", ""]
     return "\n".join(lines)
 
