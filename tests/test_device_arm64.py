@@ -1,8 +1,8 @@
 """The real emulated Raspberry Pi 4: build or reuse the arm64 root, start it, bench one model
 over ssh, verify it against this host, show the loud failure when XNNPACK cannot start, stop.
 
-Marked ``arm64`` and ``slow`` (about 40 s with a cached root; the first build takes ~5
-minutes and ~700 MB under $XDG_CACHE_HOME/hmff-edge/device). Skipped cleanly without root,
+Marked ``arm64`` and ``slow`` (about a minute with a cached root; the first build takes 5-16
+minutes and ~550 MB under $XDG_CACHE_HOME/hmff-edge/device). Skipped cleanly without root,
 qemu-user-static, binfmt-support, debootstrap or OpenSSH.
 """
 

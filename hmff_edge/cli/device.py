@@ -27,7 +27,7 @@ def emulate_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print host, port, cpu... as JSON"),
 ) -> None:
     """Build or reuse the arm64 root under $XDG_CACHE_HOME/hmff-edge/device (first time:
-    debootstrap, a few minutes and ~700 MB), start its sshd on 127.0.0.1 with a key made
+    debootstrap, a few minutes and ~550 MB), start its sshd on 127.0.0.1 with a key made
     here, check that XNNPACK starts inside, and print the --host to give bench. Needs root
     and the Debian packages qemu-user-static, binfmt-support and debootstrap."""
     from hmff_edge.device import emulate

@@ -115,7 +115,7 @@ def build_base(layout: Layout, log) -> float:
     layout.partial.mkdir(parents=True)
     t0 = time.monotonic()
     log(f"building the Debian {SUITE} arm64 root in {layout.build} (a few minutes, "
-        f"about 700 MB with the runtime)")
+        f"about 550 MB with the runtime)")
     _stream(debootstrap_command(layout.partial / "root"), "debootstrap", log)
     if layout.build.exists():
         safe_rmtree(layout.build)
