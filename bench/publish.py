@@ -27,8 +27,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hmff_edge.bench import runner  # noqa: E402
-from hmff_edge.bench._export import INFO_NAME  # noqa: E402
-from hmff_edge.bench.models import _find, drop_stale_export, export_variant  # noqa: E402
+from hmff_edge.bench.models import (  # noqa: E402
+    INFO_NAME,
+    drop_stale_export,
+    export_variant,
+    find_export,
+)
 from hmff_edge.bench.report import write_outputs  # noqa: E402
 
 VARIANTS = ["mobilenet-v1", "kmobilenet-16ch", "kmobilenet-128ch", "hmff-mobilenet-16ch",
@@ -65,7 +69,7 @@ def export_all(variants, cache: Path, img: int, jobs: int) -> dict:
     def one(v):
         folder = cache / f"{v}-{img}px-10c"
         drop_stale_export(folder)
-        missing = [f"{r}:{q}" for r, q in FORMATS if _find(folder, r, q) is None]
+        missing = [f"{r}:{q}" for r, q in FORMATS if find_export(folder, r, q) is None]
         if not missing:
             return v, None
         try:
@@ -83,8 +87,9 @@ def measure(entries, runs: int, rounds: int) -> dict:
     got: dict = {}
     for r in range(rounds):
         for key, path, runtime in entries:
-            res = runner.sweep_model(path, runtime, threads=1, batch_sizes=[1], max_batch=1,
-                                     runs=runs, warmup=5)
+            res = runner.sweep_model(runner.SweepSpec(model=path, runtime=runtime, threads=1,
+                                                      batch_sizes=[1], max_batch=1, runs=runs,
+                                                      warmup=5))
             print(f"round {r + 1}/{rounds} {key[0]:<24} {key[1]}-{key[2]}: "
                   f"{(res['latency'] or {}).get('p50', float('nan')):.2f} ms",
                   file=sys.stderr, flush=True)
@@ -134,7 +139,7 @@ def main() -> int:
         info_p = folder / INFO_NAME
         infos[v] = json.loads(info_p.read_text()) if info_p.is_file() else {}
         for rt, q in FORMATS:
-            p = _find(folder, rt, q)
+            p = find_export(folder, rt, q)
             if p is not None:
                 entries.append(((v, rt, q), str(p), rt))
     got = measure(entries, a.runs, a.rounds)
@@ -159,7 +164,7 @@ def main() -> int:
     profiles = {}
     if not a.no_profile:
         for v in [v for v in PROFILED if v in variants]:
-            p = _find(Path(a.cache) / f"{v}-{a.img_size}px-10c", "litert", "fp32")
+            p = find_export(Path(a.cache) / f"{v}-{a.img_size}px-10c", "litert", "fp32")
             if p is None:
                 continue
             proc = subprocess.run([sys.executable, "-m", "hmff_edge.bench.opprofile", str(p),

@@ -30,8 +30,9 @@ def emulated_run(tmp_path_factory):
 
     def fake_remote_sweep(target, model, **kw):
         seen["target"] = target
-        res = bench_runner.sweep_model(model, kw["runtime"], kw["threads"], kw["batch_sizes"],
-                                       kw["max_batch"], kw["runs"], kw["seconds"], kw["warmup"])
+        res = bench_runner.sweep_model(bench_runner.SweepSpec(
+            model, kw["runtime"], kw["threads"], kw["batch_sizes"], kw["max_batch"], kw["runs"],
+            kw["seconds"], kw["warmup"]))
         res["hardware"]["cpu_model"] = MARKER["runner_cpu"]
         res["hardware"]["emulation"] = MARKER
         return res
@@ -60,14 +61,15 @@ def test_table_and_files_say_emulated(emulated_run):
     assert rows and all(r["device"].startswith(LABEL) and r["emulation"] == "True" for r in rows)
     assert LABEL in (out / "results.md").read_text()
     assert LABEL in (out / "compare.md").read_text()
-    for png in ("throughput_vs_batch.png", "latency_distribution.png"):
-        assert (out / png).stat().st_size > 0
 
 
 def test_plot_titles_carry_the_label(emulated_run, monkeypatch):
+    pytest.importorskip("matplotlib")  # the runtime-only install writes no plots
     from hmff_edge.bench import plots
 
     _, out, _ = emulated_run
+    for png in ("throughput_vs_batch.png", "latency_distribution.png"):
+        assert (out / png).stat().st_size > 0
     results = json.loads((out / "results.json").read_text())["results"]
     titles = []
     real = plots._plt

@@ -19,14 +19,14 @@ from pathlib import Path
 
 from hmff_edge.bench import runner
 from hmff_edge.device.layout import MARKER as EMULATION_MARKER
-from hmff_edge.errors import ConfigError, HmffEdgeError
+from hmff_edge.errors import ConfigError, UnavailableError
 
 _HOST = re.compile(r"^(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>[A-Za-z0-9._:\[\]-]+?)"
                    r"(?::(?P<port>\d+))?$")
 
 
-class RemoteError(HmffEdgeError):
-    """ssh/scp or the remote runner failed; the message quotes what the device said."""
+class RemoteError(UnavailableError):
+    """ssh/scp or the remote runner failed; the message quotes what the device said (exit 5)."""
 
 
 @dataclass

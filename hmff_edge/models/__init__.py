@@ -46,6 +46,7 @@ def load_model(path, *, compile: bool = True):
     Raises :class:`~hmff_edge.errors.ArtifactError` naming the file when Keras cannot load it.
     """
     import hmff_edge.models.layers  # noqa: F401  (registers the custom layers)
+    import hmff_edge.quant.layers  # noqa: F401  (and the QAT layers of a QAT run)
     from hmff_edge._lazy import keras
     from hmff_edge.errors import ArtifactError
 

@@ -8,16 +8,17 @@ The grouped convolution has one weight layout and these graph forms:
 * one grouped ``tf.nn.conv2d`` (after an explicit interleave when ``interleave_input``). It
   converts to a single TFLite ``CONV_2D`` with a grouped filter and to ONNX
   ``Conv(group=g)``, and it is what export always traces (:func:`export_mode`). Where
-  TensorFlow can differentiate it (oneDNN on x86 CPUs, the default; cuDNN on GPUs) it is
-  the training form too. On this 2-core CPU its forward + backward ran 1.04-1.46x faster
-  than the matmul forms below on six zoo layer shapes (batch 64); at 64 px HMFF-16Ch /
-  64Ch went from 0.92x / 0.95x MobileNetV1's training speed to 0.95x / 0.99x
-  (``bench/train_speed.py [--no-native-grouped-conv]``).
+  TensorFlow can differentiate it (its oneDNN CPU kernels, and cuDNN on GPUs) it is the
+  training form too (``bench/train_speed.py --no-native-grouped-conv`` measures the
+  fallback instead).
+  TensorFlow turns oneDNN on by default on Linux x86 only for CPUs with AVX512_VNNI,
+  AVX512_BF16, AVX_VNNI or AMX; :func:`hmff_edge._lazy.tensorflow_env_defaults` sets
+  ``TF_ENABLE_ONEDNN_OPTS=1`` on Linux x86-64 when it is unset.
 * fallback training form, where a grouped ``tf.nn.conv2d`` has no gradient (TensorFlow's
   Eigen CPU kernels, e.g. ``TF_ENABLE_ONEDNN_OPTS=0``): one batched matmul over
   ``[G, N*H*W, Cin/G]``, or, for 4 groups or fewer, a dense 1x1 convolution over the
-  block-diagonal kernel. Keras' ``Conv2D(groups=g)`` would compile through XLA and train
-  5-8x slower on CPU (reference notes, section 4).
+  block-diagonal kernel. (Keras' ``Conv2D(groups=g)`` compiles through XLA, which trains
+  several times slower on CPU.)
 
 The interleave (:func:`interleave_channels`) is reshape -> transpose -> reshape with constant
 shapes (``-1`` batch): one TFLite ``TRANSPOSE`` instead of one ``STRIDED_SLICE`` per step, and
@@ -131,44 +132,12 @@ class GroupedPointwiseConv2D(keras.layers.Layer):
         )
 
     def call(self, x):
-        if in_export_mode() or native_grouped_training():
-            if self.interleave_input:
-                x = interleave_channels(x, self.groups)
-            return tf.nn.conv2d(x, self.kernel, strides=1, padding="VALID")
-        if self.groups <= DENSE_MAX_GROUPS:
-            return tf.nn.conv2d(x, self.block_diagonal_kernel(), strides=1, padding="VALID")
-        return self._batched_matmul(x)
-
-    def _grouped_kernel(self):
-        """``(1, 1, Cin/G, F)`` -> ``(Cin/G, G, F/G)``: group j's weights are ``[:, j, :]``."""
-        return tf.reshape(self.kernel, (self.kernel.shape[2], self.groups, self.filters // self.groups))
+        return grouped_pointwise_conv(x, self.kernel, self.groups, self.interleave_input)
 
     def block_diagonal_kernel(self):
         """The same weights as a dense ``(1, 1, Cin, F)`` kernel, zero outside the groups
         (rows in the layer's input order, so interleaved when ``interleave_input``)."""
-        k = self._grouped_kernel()
-        bd = tf.einsum("cjf,jh->jchf", k, tf.eye(self.groups, dtype=k.dtype))
-        cin_g = self.kernel.shape[2]
-        if self.interleave_input:
-            # Row (group j, channel c) reads input channel c * G + j.
-            bd = tf.transpose(bd, (1, 0, 2, 3))
-        return tf.reshape(bd, (1, 1, cin_g * self.groups, self.filters))
-
-    def _batched_matmul(self, x):
-        # [N*H*W, G, Cin/G] -> [G, N*H*W, Cin/G] @ [G, Cin/G, F/G] -> [N*H*W, G, F/G].
-        # Spelled as transpose + matmul: tf.einsum picks a 1.4-3x slower path for this
-        # contraction on CPU (forward + backward, measured on the zoo's layer shapes).
-        g = self.groups
-        cin_g = self.kernel.shape[2]
-        h, w = x.shape[1], x.shape[2]
-        k = tf.transpose(self._grouped_kernel(), (1, 0, 2))
-        if self.interleave_input:
-            # Input channel c * G + j is channel c of group j: one transpose does both.
-            xt = tf.transpose(tf.reshape(x, (-1, cin_g, g)), (2, 0, 1))
-        else:
-            xt = tf.transpose(tf.reshape(x, (-1, g, cin_g)), (1, 0, 2))
-        y = tf.transpose(tf.matmul(xt, k), (1, 0, 2))
-        return tf.reshape(y, (-1, h, w, self.filters))
+        return block_diagonal_kernel(self.kernel, self.groups, self.interleave_input)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.filters)
@@ -179,6 +148,55 @@ class GroupedPointwiseConv2D(keras.layers.Layer):
                    interleave_input=self.interleave_input,
                    kernel_initializer=keras.initializers.serialize(self.kernel_initializer))
         return cfg
+
+
+def grouped_pointwise_conv(x, kernel, groups: int, interleave_input: bool = False):
+    """``x`` through a grouped 1x1 ``kernel`` of shape ``(1, 1, Cin/G, F)`` in the graph form
+    for the context (see module doc): export mode and native training use one grouped
+    ``tf.nn.conv2d``; the fallback uses a block-diagonal dense kernel or a batched matmul.
+    A function of the kernel, so that quantization-aware layers can pass a folded,
+    fake-quantized kernel through the same forms."""
+    if in_export_mode() or native_grouped_training():
+        if interleave_input:
+            x = interleave_channels(x, groups)
+        return tf.nn.conv2d(x, kernel, strides=1, padding="VALID")
+    if groups <= DENSE_MAX_GROUPS:
+        return tf.nn.conv2d(x, block_diagonal_kernel(kernel, groups, interleave_input),
+                            strides=1, padding="VALID")
+    return _batched_matmul(x, kernel, groups, interleave_input)
+
+
+def _grouped_kernel(kernel, groups: int):
+    """``(1, 1, Cin/G, F)`` -> ``(Cin/G, G, F/G)``: group j's weights are ``[:, j, :]``."""
+    return tf.reshape(kernel, (kernel.shape[2], groups, kernel.shape[3] // groups))
+
+
+def block_diagonal_kernel(kernel, groups: int, interleave_input: bool = False):
+    """A grouped ``(1, 1, Cin/G, F)`` kernel as a dense ``(1, 1, Cin, F)`` one, zero outside
+    the groups (rows in input order, so interleaved when ``interleave_input``)."""
+    k = _grouped_kernel(kernel, groups)
+    bd = tf.einsum("cjf,jh->jchf", k, tf.eye(groups, dtype=k.dtype))
+    cin_g = kernel.shape[2]
+    if interleave_input:
+        # Row (group j, channel c) reads input channel c * G + j.
+        bd = tf.transpose(bd, (1, 0, 2, 3))
+    return tf.reshape(bd, (1, 1, cin_g * groups, kernel.shape[3]))
+
+
+def _batched_matmul(x, kernel, groups: int, interleave_input: bool):
+    # [N*H*W, G, Cin/G] -> [G, N*H*W, Cin/G] @ [G, Cin/G, F/G] -> [N*H*W, G, F/G].
+    # Spelled as transpose + matmul: tf.einsum picks a 1.4-3x slower path for this
+    # contraction on CPU (forward + backward, measured on the zoo's layer shapes).
+    g, cin_g, filters = groups, kernel.shape[2], kernel.shape[3]
+    h, w = x.shape[1], x.shape[2]
+    k = tf.transpose(_grouped_kernel(kernel, g), (1, 0, 2))
+    if interleave_input:
+        # Input channel c * G + j is channel c of group j: one transpose does both.
+        xt = tf.transpose(tf.reshape(x, (-1, cin_g, g)), (2, 0, 1))
+    else:
+        xt = tf.transpose(tf.reshape(x, (-1, g, cin_g)), (1, 0, 2))
+    y = tf.transpose(tf.matmul(xt, k), (1, 0, 2))
+    return tf.reshape(y, (-1, h, w, filters))
 
 
 def interleave_channels(x, step: int):
@@ -345,8 +363,8 @@ def fused_activations_enabled() -> bool:
 class FusedActivation(keras.layers.Activation):
     """``Activation`` whose swish / hard_swish run as fused XLA kernels in training.
 
-    On this 2-core CPU swish's backward was the largest element-wise cost of an HMFF
-    training step (Sigmoid + Mul + Sub + AddV2 ops, about a quarter of the step at 64x64).
+    Unfused, swish's backward is the largest element-wise cost of an HMFF training step on
+    CPU (Sigmoid + Mul + Sub + AddV2 ops, about a quarter of the step at 64x64).
     Only ``training=True`` calls (``fit``) take the fused path; inference, any graph a user
     exports with Keras or TensorFlow, and :func:`export_mode` get Keras' own ops. Config and
     serialization are those of ``keras.layers.Activation``; other activations fall through.

@@ -1,0 +1,198 @@
+"""Quantization-aware training: fake-quant numerics, BN folding, the QAT rebuild of every zoo
+layer, the int8 export of a QAT model against the QAT Keras model, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests._qat import SIZE, make_run, normalized, tflite_predict, tiny_model
+
+pytestmark = pytest.mark.tf
+
+
+def _np_fake_quant(x, lo, hi):
+    """TensorFlow's nudged 8-bit fake quantization, written out in numpy."""
+    scale = (hi - lo) / 255.0
+    zp = np.clip(np.round(-lo / scale), 0, 255)
+    nlo, nhi = -zp * scale, (255 - zp) * scale
+    return np.floor((np.clip(x, nlo, nhi) - nlo) / scale + 0.5) * scale + nlo
+
+
+def test_activation_fake_quant_matches_numpy():
+    from hmff_edge.quant.fakequant import FakeQuant
+
+    layer = FakeQuant(name="q")
+    x = np.linspace(-3.0, 5.0, 997, dtype=np.float32).reshape(1, -1)
+    layer.build(x.shape)
+    layer.range_min.assign(-2.0)
+    layer.range_max.assign(4.0)
+    layer.observed.assign(1.0)
+    got = np.asarray(layer(x, training=False))
+    np.testing.assert_allclose(got, _np_fake_quant(x, -2.0, 4.0), atol=1e-6)
+    scale, zp = layer.scale_zero_point()
+    assert scale == pytest.approx(6.0 / 255) and zp == round(-128 + 2.0 / scale)
+
+
+def test_moving_average_range_in_training_only():
+    from hmff_edge.quant.fakequant import FakeQuant
+
+    layer = FakeQuant(momentum=0.5, name="q")
+    layer.build((1, 4))
+    layer(np.array([[-1.0, 0.0, 1.0, 2.0]], np.float32), training=True)  # first: taken as is
+    assert float(layer.range_max.numpy()) == pytest.approx(2.0)
+    layer(np.array([[0.0, 4.0]], np.float32), training=True)
+    assert float(layer.range_max.numpy()) == pytest.approx(3.0)  # 0.5 * 2 + 0.5 * 4
+    layer(np.array([[0.0, 100.0]], np.float32), training=False)  # inference: frozen
+    assert float(layer.range_max.numpy()) == pytest.approx(3.0)
+
+
+def test_weights_per_channel_symmetric_int8():
+    from hmff_edge.quant.fakequant import quantize_weights
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(3, 3, 4, 6)).astype(np.float32) * np.arange(1, 7, dtype=np.float32)
+    got = np.asarray(quantize_weights(w))
+    scale = np.abs(w).max(axis=(0, 1, 2)) / 127.0
+    np.testing.assert_allclose(got, np.round(w / scale) * scale, rtol=1e-5, atol=1e-6)
+    assert np.abs(got / scale).max() <= 127.0 + 1e-3  # narrow range: -127..127
+
+
+def test_input_range_keeps_pixels_off_rounding_ties():
+    from hmff_edge.quant.fakequant import input_range
+
+    lo, hi = input_range([0.5] * 3, [0.5] * 3)
+    assert lo < -1.0 and hi > 1.0
+    scale = (hi - lo) / 255.0
+    x = (np.arange(256) / 255.0 - 0.5) / 0.5
+    frac = np.abs(((x / scale) % 1.0) - 0.5)
+    assert frac.min() > 1e-3  # no pixel sits on a .5 tie of the grid
+
+
+@pytest.mark.parametrize("name", ["hmff-mobilenet-16ch", "hmff-mobilenet-16ch-hs",
+                                  "hmff-mobilenet-16ch-relu6", "mobilenet-v1"])
+def test_folded_qat_model_equals_float_model(name):
+    """With fake quantization off, the rebuilt model (BN folded into every conv, the
+    padding-aware and grouped/interleaved layers) computes the float model."""
+    from hmff_edge.models import build_model
+    from hmff_edge.models.bn_stats import calibrate_random_model
+    from hmff_edge.quant.fakequant import float_mode
+    from hmff_edge.quant.layers import QuantConvBN
+    from hmff_edge.quant.transform import quantize_model
+
+    model = build_model(name, img_size=32, num_classes=5)
+    calibrate_random_model(model)
+    qmodel = quantize_model(model)
+    x = np.random.default_rng(1).normal(size=(4, 32, 32, 3)).astype(np.float32)
+    with float_mode():
+        got = np.asarray(qmodel(x))
+    np.testing.assert_allclose(got, np.asarray(model(x)), atol=2e-5)
+    bns = sum(1 for layer in model.layers if "BatchNormalization" in type(layer).__name__)
+    folded = [layer for layer in qmodel.layers if isinstance(layer, QuantConvBN) and layer.use_bn]
+    assert len(folded) == bns  # every BN folded somewhere (HMFF's concat BN as a 1x1 dw)
+
+
+def test_unsupported_layer_is_named():
+    import keras
+
+    from hmff_edge.quant.transform import UnsupportedLayerError, quantize_model
+
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, name="c")(inp)
+    x = keras.layers.LayerNormalization(name="ln")(x)
+    out = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    with pytest.raises(UnsupportedLayerError, match=r"ln \(LayerNormalization\)"):
+        quantize_model(keras.Model(inp, out))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    return make_run(tmp_path_factory.mktemp("qat"))
+
+
+def test_qat_run_exports_int8_with_its_trained_ranges(tiny_run, tmp_path):
+    """QAT fine-tune -> a run folder that loads; its full-integer TFLite uses the trained
+    input range and agrees with the QAT Keras model on the run's images."""
+    from hmff_edge.convert import to_tflite
+    from hmff_edge.models import load_model
+    from hmff_edge.quant.fakequant import FakeQuant
+    from hmff_edge.quant.finetune import QATConfig, qat_finetune
+
+    out = tmp_path / "qat"
+    metrics = qat_finetune(tiny_run, out, QATConfig(epochs=2, lr=5e-4, progress=False))
+    assert (out / "model.keras").is_file() and (out / "history.csv").is_file()
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["qat"]["epochs"] == 2 and cfg["qat"]["source_run"].endswith("run")
+    assert metrics["accuracy"] >= metrics["float_accuracy"] - 0.05
+    qmodel = load_model(out / "model.keras", compile=False)
+    x, _ = normalized(tiny_run.parent / "data")
+    np.save(tmp_path / "calib.npy", x[:32])
+    tfl = tmp_path / "q.tflite"
+    to_tflite.convert({"keras": str(out / "model.keras"), "img_size": SIZE,
+                       "quantization": "int8", "out": str(tfl),
+                       "calib": str(tmp_path / "calib.npy"), "io_dtype": "int8"})
+    assert not to_tflite.float_tensors(tfl)  # full integer
+    from ai_edge_litert.interpreter import Interpreter
+
+    scale, zp = Interpreter(model_path=str(tfl)).get_input_details()[0]["quantization"]
+    fq = next(layer for layer in qmodel.layers if isinstance(layer, FakeQuant))
+    assert scale == pytest.approx(fq.scale_zero_point()[0], rel=1e-5)
+    ref = np.asarray(qmodel(x, training=False))
+    got = tflite_predict(tfl, x)
+    assert (ref.argmax(1) == got.argmax(1)).mean() >= 0.97
+    assert np.abs(ref - got).max() < 0.1
+
+
+def test_dynamic_range_file_is_not_full_integer(tiny_run, tmp_path):
+    from hmff_edge.convert import to_tflite
+
+    tfl = tmp_path / "dyn.tflite"
+    to_tflite.convert({"keras": str(tiny_run / "model.keras"), "img_size": SIZE,
+                       "quantization": "dynamic", "out": str(tfl), "calib": None,
+                       "io_dtype": "int8"})
+    floats = to_tflite.float_tensors(tfl)
+    assert floats
+    problems = to_tflite.check_graph(to_tflite.op_histogram(tfl), max_transposes=None,
+                                     path=tfl, full_integer=True)
+    assert any("not full-integer" in p for p in problems)
+
+
+def test_qat_refuses_bad_input_before_work(tiny_run, tmp_path):
+    from hmff_edge.errors import ConfigError
+    from hmff_edge.quant.finetune import QATConfig, qat_finetune
+
+    for epochs in (0, -1, 1000):
+        with pytest.raises(ConfigError, match="qat-epochs"):
+            qat_finetune(tiny_run, tmp_path / "a", QATConfig(epochs=epochs))
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    cfg = json.loads((tiny_run / "config.json").read_text())
+    (moved / "config.json").write_text(json.dumps({**cfg, "data": str(tmp_path / "gone")}))
+    (moved / "model.keras").write_bytes((tiny_run / "model.keras").read_bytes())
+    with pytest.raises(ConfigError, match=r"gone.*--data"):
+        qat_finetune(moved, tmp_path / "b", QATConfig())
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_qat_cli_errors_exit_2_and_write_nothing(tiny_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from hmff_edge.cli import app
+
+    r = CliRunner().invoke(app, ["qat", str(tiny_run), "--out", str(tmp_path / "o"),
+                                 "--epochs", "0"])
+    assert r.exit_code == 2 and "--qat-epochs" in r.output
+    r = CliRunner().invoke(app, ["qat", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "not a run folder" in r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_tiny_model_census():
+    """The fixture model has every layer kind the rebuild folds (keeps the tests honest)."""
+    from hmff_edge.quant.transform import unsupported_layers
+
+    names = {type(layer).__name__ for layer in tiny_model().layers}
+    assert {"Conv2D", "DepthwiseConv2D", "GroupedPointwiseConv2D", "Add"} <= names
+    assert unsupported_layers(tiny_model()) == []
