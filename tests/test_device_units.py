@@ -349,7 +349,7 @@ def test_cli_unknown_board_and_no_root(monkeypatch, cache):
     assert r.exit_code == 2 and "unknown device 'rpi3'" in r.output
     monkeypatch.setattr(checks.os, "geteuid", lambda: 1000)
     r = runner.invoke(app, ["device", "emulate", "rpi4"])
-    assert r.exit_code == 2 and "needs root" in r.output
+    assert r.exit_code == 5 and "needs root" in r.output
 
 
 def test_cli_missing_qemu(monkeypatch, cache):
@@ -358,7 +358,7 @@ def test_cli_missing_qemu(monkeypatch, cache):
                         lambda n: None if n == "qemu-aarch64-static" else f"/usr/bin/{n}")
     monkeypatch.setattr(checks, "SBIN_DIRS", ())
     r = runner.invoke(app, ["device", "emulate", "rpi5"])
-    assert r.exit_code == 2
+    assert r.exit_code == 4
     assert "missing host program(s) qemu-aarch64-static;" in r.output
     assert r.output.rstrip().endswith("apt-get install -y qemu-user-static")
 

@@ -1,10 +1,10 @@
 """Errors of the emulated device; each message says what is wrong and how to fix it."""
 
-from hmff_edge.errors import HmffEdgeError
+from hmff_edge.errors import ExitCode, UnavailableError
 
 
-class EmulatorError(HmffEdgeError):
-    """The emulated device cannot be built, started or reached."""
+class EmulatorError(UnavailableError):
+    """The emulated device cannot be built, started or reached (exit 5)."""
 
 
 class NeedsRootError(EmulatorError):
@@ -12,7 +12,9 @@ class NeedsRootError(EmulatorError):
 
 
 class MissingToolError(EmulatorError):
-    """A host program (qemu-user-static, debootstrap, ...) is not installed."""
+    """A host program (qemu-user-static, debootstrap, ...) is not installed (exit 4)."""
+
+    exit_code = ExitCode.MISSING_DEPENDENCY
 
 
 class NoSpaceError(EmulatorError):
