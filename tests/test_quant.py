@@ -182,6 +182,25 @@ def test_qat_onnx_int8_carries_the_trained_ranges(tiny_run, qat_run, tmp_path):
     assert (ref.argmax(1) == got.argmax(1)).mean() >= 0.97
 
 
+def test_int16x8_export_has_int16_activations_and_agrees(tiny_run, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from hmff_edge.convert import to_tflite
+    from hmff_edge.models import load_model
+
+    x, _ = normalized(tiny_run.parent / "data")
+    np.save(tmp_path / "calib.npy", x[:32])
+    tfl = tmp_path / "a16.tflite"
+    to_tflite.convert({"keras": str(tiny_run / "model.keras"), "img_size": SIZE,
+                       "quantization": "int16x8", "out": str(tfl),
+                       "calib": str(tmp_path / "calib.npy"), "io_dtype": "int8"})
+    kinds = {np.dtype(d["dtype"]).name for d in Interpreter(model_path=str(tfl)).get_tensor_details()}
+    assert "int16" in kinds
+    ref = np.asarray(load_model(tiny_run / "model.keras", compile=False)(x))
+    got = tflite_predict(tfl, x)
+    assert (ref.argmax(1) == got.argmax(1)).mean() >= 0.97 and np.abs(ref - got).max() < 0.05
+
+
 def test_dynamic_range_file_is_not_full_integer(tiny_run, tmp_path):
     from hmff_edge.convert import to_tflite
 
