@@ -1,7 +1,9 @@
 """Benchmark: the size of every zoo variant in every export format, and int8/fp32 ratios.
 
-    .venv/bin/python bench/export_sizes.py [--img-size 32] [--variants a,b] [--calib-data DIR]
+    python bench/export_sizes.py [--img-size 32] [--variants a,b] [--calib-data DIR]
         [--out bench/results/export_sizes]
+
+(with hmff-edge installed, e.g. ``pip install -e '.[all]'``).
 
 Each variant is built with random weights and exported through ``hmff_edge.convert.export``
 (each conversion in a child process) without the Keras comparison (random weights give
@@ -23,12 +25,12 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from hmff_edge.convert import ExportOptions, export
+from hmff_edge.errors import VerificationError
+from hmff_edge.metadata import atomic_write_bytes
+from hmff_edge.tables import markdown_table
 
-from hmff_edge.convert import ExportOptions, export  # noqa: E402
-from hmff_edge.errors import VerificationError  # noqa: E402
-from hmff_edge.metadata import atomic_write_bytes  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 LABELS = ["savedmodel", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8",
           "onnx-fp32", "onnx-int8"]
@@ -113,17 +115,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def markdown(result: dict) -> str:
-    head = ["variant", "params", *[f"{label} MB" for label in LABELS],
-            "tflite int8/fp32", "onnx int8/fp32"]
+    columns = [("variant", "variant"), ("params", "params"),
+               *[(label, f"{label} MB") for label in LABELS],
+               ("tflite_ratio", "tflite int8/fp32"), ("onnx_ratio", "onnx int8/fp32")]
+    rows = [{"variant": r["variant"], "params": f"{r['params']:,}",
+             **{label: f"{r['bytes'][label] / 1e6:.3f}" for label in LABELS},
+             "tflite_ratio": f"{r['ratios']['tflite_int8/fp32']:.3f}",
+             "onnx_ratio": f"{r['ratios']['onnx_int8/fp32']:.3f}"} for r in result["rows"]]
     lines = [f"# Export sizes ({result['img_size']} px graphs, 10 classes)", "",
              f"Command: `{result['command']}`  ", f"Machine: {result['machine']['platform']}, "
              f"{', '.join(f'{k} {v}' for k, v in result['versions'].items())}", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in result["rows"]:
-        cells = [r["variant"], f"{r['params']:,}",
-                 *[f"{r['bytes'][label] / 1e6:.3f}" for label in LABELS],
-                 f"{r['ratios']['tflite_int8/fp32']:.3f}", f"{r['ratios']['onnx_int8/fp32']:.3f}"]
-        lines.append("| " + " | ".join(cells) + " |")
+             markdown_table(rows, columns)]
     for r in result["rows"]:
         for label, probs in r.get("graph_problems", {}).items():
             lines.append(f"\n- graph check failed for {r['variant']} {label}: {'; '.join(probs)}")

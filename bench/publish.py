@@ -31,8 +31,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hmff_edge.bench import runner  # noqa: E402
-from hmff_edge.bench._export import INFO_NAME  # noqa: E402
-from hmff_edge.bench.models import _find, drop_stale_export, export_variant  # noqa: E402
+from hmff_edge.bench.models import (  # noqa: E402
+    INFO_NAME,
+    drop_stale_export,
+    export_variant,
+    find_export,
+)
 from hmff_edge.bench.report import write_outputs  # noqa: E402
 
 VARIANTS = ["mobilenet-v1", "kmobilenet-16ch", "kmobilenet-128ch", "hmff-mobilenet-16ch",
@@ -77,7 +81,7 @@ def export_all(variants, cache: Path, img: int, jobs: int) -> dict:
     def one(v):
         folder = cache / f"{v}-{img}px-10c"
         drop_stale_export(folder)
-        missing = [f"{r}:{q}" for r, q in FORMATS if _find(folder, r, q) is None]
+        missing = [f"{r}:{q}" for r, q in FORMATS if find_export(folder, r, q) is None]
         if not missing:
             return v, None
         try:
@@ -95,8 +99,9 @@ def measure(entries, runs: int, rounds: int) -> dict:
     got: dict = {}
     for r in range(rounds):
         for key, path, runtime in entries:
-            res = runner.sweep_model(path, runtime, threads=1, batch_sizes=[1], max_batch=1,
-                                     runs=runs, warmup=5)
+            res = runner.sweep_model(runner.SweepSpec(model=path, runtime=runtime, threads=1,
+                                                      batch_sizes=[1], max_batch=1, runs=runs,
+                                                      warmup=5))
             print(f"round {r + 1}/{rounds} {key[0]:<24} {key[1]}-{key[2]}: "
                   f"{(res['latency'] or {}).get('p50', float('nan')):.2f} ms",
                   file=sys.stderr, flush=True)
@@ -148,7 +153,7 @@ def main() -> int:
         info_p = folder / INFO_NAME
         infos[v] = json.loads(info_p.read_text()) if info_p.is_file() else {}
         for rt, q in FORMATS:
-            p = _find(folder, rt, q)
+            p = find_export(folder, rt, q)
             if p is not None:
                 entries.append(((v, rt, q), str(p), rt))
     got = measure(entries, a.runs, a.rounds)
@@ -197,7 +202,7 @@ def op_profiles(variants, cache: Path, img: int) -> dict:
     """Per-op profiles (hmff_edge.bench.opprofile) of the PROFILED graphs, each in a child."""
     profiles = {}
     for v, q in [(v, q) for v, q in PROFILED if v in variants]:
-        p = _find(cache / f"{v}-{img}px-10c", "litert", q)
+        p = find_export(cache / f"{v}-{img}px-10c", "litert", q)
         if p is None:
             continue
         proc = subprocess.run([sys.executable, "-m", "hmff_edge.bench.opprofile", str(p),
@@ -213,7 +218,7 @@ def onnx_integer_checks(variants, cache: Path, img: int) -> dict:
 
     got = {}
     for v in variants:
-        p = _find(cache / f"{v}-{img}px-10c", "onnxruntime", "int8")
+        p = find_export(cache / f"{v}-{img}px-10c", "onnxruntime", "int8")
         if p is not None:
             c = check(p)
             got[v] = {"integer": c.integer, "integer_mac_nodes": c.integer_mac_nodes,

@@ -5,8 +5,8 @@
 
 What it does, each part in its own process so they do not share an interpreter:
 1. the model: ``hmff-mobilenet-16ch`` at 224x224, random weights, exported to float TFLite
-   (``TFLiteConverter.from_concrete_functions`` traced inside ``export_mode()``) in a child
-   process that imports TensorFlow; a sidecar makes it self-describing. Skipped with --model.
+   by ``hmff_edge.convert.export`` in a child process that imports TensorFlow. Skipped with
+   --model.
 2. the raw runtime's best throughput: ``Predictor.run`` on batches 1/2/4/8, same thread count
    as the server, in a child process.
 3. the server: ``python -m hmff_edge serve`` started as a subprocess; time from process start
@@ -46,39 +46,18 @@ PY = sys.executable
 
 # -- 1. the model ---------------------------------------------------------------------------
 def make_model(path: Path, size: int = 224) -> None:
-    """Runs in a child process: the only place TensorFlow is imported. Uses the project's
-    exporter (``hmff_edge.convert``, verified against Keras, metadata embedded) when it is
-    importable, else a minimal conversion of the zoo model."""
+    """Runs in a child process: the only place TensorFlow is imported. The project's
+    exporter (``hmff_edge.convert``: verified against Keras, metadata embedded) writes the
+    float TFLite model of ``hmff-mobilenet-16ch`` with random weights into ``path.parent``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        from hmff_edge.convert import export
-        from hmff_edge.convert.options import ExportOptions
-    except ImportError:
-        export = None
-    if export is not None and path.name == "tflite_fp32.tflite":
-        export("hmff-mobilenet-16ch", ExportOptions(formats=["tflite"], quantizations=["none"],
-                                                    out=path.parent, img_size=size,
-                                                    verify_samples=8))
-        return
-    import tensorflow as tf
+    from hmff_edge.convert import ExportOptions, export
 
-    from hmff_edge.metadata import ArtifactMetadata, TensorSpec, atomic_write_bytes, write_sidecar
-    from hmff_edge.models import build_model
-    from hmff_edge.models.layers import export_mode
-
-    name = "hmff-mobilenet-16ch"
-    model = build_model(name, img_size=size, num_classes=10)
-    with export_mode():
-        fn = tf.function(lambda x: model(x, training=False),
-                         input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
-        cf = fn.get_concrete_function()
-    data = tf.lite.TFLiteConverter.from_concrete_functions([cf]).convert()
-    atomic_write_bytes(path, data)
-    write_sidecar(path, ArtifactMetadata(
-        model=name, labels=[f"class{i}" for i in range(10)], height=size, width=size,
-        format="tflite", input=TensorSpec("input", "float32", [-1, size, size, 3]),
-        output=TensorSpec("probabilities", "float32", [-1, 10]),
-        extra={"weights": "random", "made_by": "bench/serve_load.py"}))
+    export("hmff-mobilenet-16ch", ExportOptions(formats=["tflite"], quantizations=["none"],
+                                                out=path.parent, img_size=size,
+                                                verify_samples=8))
+    if not path.is_file():
+        found = sorted(p.name for p in path.parent.glob("*.tflite"))
+        raise SystemExit(f"the exporter wrote {found} into {path.parent}, not {path.name}")
 
 
 # -- 2. raw runtime ---------------------------------------------------------------------------
@@ -258,7 +237,7 @@ def decode_costs(model: Path, requests: dict) -> dict:
             if kind == "classify_jpeg":
                 p.preprocess([body])
             else:
-                decode_v2(body, hl, p)
+                decode_v2(body, hl, p, max_batch=1 << 30)
             times.append(time.perf_counter() - t0)
         out[kind] = float(np.median(times) * 1e3)
     t0 = time.perf_counter()

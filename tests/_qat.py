@@ -44,15 +44,42 @@ def tiny_model(activation: str = "swish"):
     return keras.Model(inp, out, name="tiny")
 
 
+def grey_levels_folder(root: Path, per_class: int = 40, seed: int = 0) -> Path:
+    """Classes told apart by a small brightness difference (levels 104, 120, 136): easy to
+    learn, and lost when int8 ranges are calibrated far too wide."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for ci, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            img = np.clip(104 + 16 * ci + rng.normal(0, 3, (SIZE, SIZE, 3)), 0, 255)
+            Image.fromarray(img.astype(np.uint8)).save(root / name / f"{i:03d}.png")
+    return root
+
+
+def flat_grey(root: Path, n: int = 8) -> Path:
+    """A deliberately bad calibration set: flat mid-grey images narrow every range to one
+    class's activations, so the other classes' clip."""
+    from PIL import Image
+
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(np.full((SIZE, SIZE, 3), 120, np.uint8)).save(root / f"{i}.png")
+    return root
+
+
 def make_run(root: Path, *, activation: str = "swish", per_class: int = 40,
-             epochs: int = 25) -> Path:
-    """Train :func:`tiny_model` on a colour-coded image folder and write a run folder."""
+             epochs: int = 25, grey: bool = False) -> Path:
+    """Train :func:`tiny_model` on a colour-coded (or ``grey``-level) image folder and
+    write a run folder."""
     import keras
 
     from hmff_edge import data as D
     from hmff_edge.preprocess import normalize
 
-    images = make_image_folder(root / "data", classes=CLASSES, per_class=per_class, size=SIZE)
+    images = (grey_levels_folder(root / "data", per_class) if grey else
+              make_image_folder(root / "data", classes=CLASSES, per_class=per_class, size=SIZE))
     px, y = D.load_eval_arrays(str(images), SIZE, None, "all")
     x = normalize(px, [0.5] * 3, [0.5] * 3)
     keras.utils.set_random_seed(0)

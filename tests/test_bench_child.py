@@ -40,8 +40,9 @@ def test_child_timeout_is_an_error(tmp_path):
 def test_sweep_real_model_oom_under_memory_limit(tmp_path):
     """64 MiB per image under a 600 MiB cap: batch 1 and 2 fit, 16 cannot."""
     model = tile_model(tmp_path / "tile.onnx", mib_per_sample=64)
-    res = runner.sweep_model(str(model), "onnxruntime", threads=1, batch_sizes="auto",
-                             max_batch=64, runs=2, warmup=1, memory_limit=600 * 2**20)
+    res = runner.sweep_model(runner.SweepSpec(
+        model=str(model), runtime="onnxruntime", threads=1, batch_sizes="auto", max_batch=64,
+        runs=2, warmup=1, memory_limit=600 * 2**20))
     trials = res["sweep"]["trials"]
     outcomes = {t["batch_size"]: t["outcome"] for t in trials}
     assert outcomes[1] == OK and outcomes[2] == OK
@@ -56,8 +57,8 @@ def test_sweep_real_model_oom_under_memory_limit(tmp_path):
 
 def test_trial_json_and_samples(tmp_path):
     model = tiny_classifier(tmp_path / "tiny.onnx")
-    res = runner.sweep_model(str(model), None, threads=1, batch_sizes="1,4", max_batch=8,
-                             runs=7, warmup=2)
+    res = runner.sweep_model(runner.SweepSpec(model=str(model), batch_sizes="1,4", max_batch=8,
+                                              runs=7, warmup=2))
     assert res["runtime"] == "onnxruntime"
     assert res["latency"]["count"] == 7 and len(res["samples_ms"]) == 7
     assert [t["batch_size"] for t in res["sweep"]["trials"]] == [1, 4]

@@ -14,6 +14,7 @@ from hmff_edge.bench import BenchOptions, NoGpuError, bench, check_gpu
 from hmff_edge.bench.report import compare_rows, load_results
 from hmff_edge.bench.runner import SCHEMA
 from hmff_edge.cli import app
+from hmff_edge.errors import ExitCode
 
 TRIAL_KEYS = {"batch_size", "outcome", "images_per_s", "peak_rss_bytes", "latency_ms",
               "load_s", "first_inference_s", "runs", "error"}
@@ -70,11 +71,16 @@ def test_emulation_label_everywhere(cli_json):
 
 def test_files_written(cli_json):
     _, out = cli_json
-    for name in ("results.json", "trials.csv", "results.md", "compare.md",
-                 "throughput_vs_batch.png", "latency_distribution.png"):
+    for name in ("results.json", "trials.csv", "results.md", "compare.md"):
         assert (out / name).stat().st_size > 0, name
-    assert (out / "throughput_vs_batch.png").read_bytes()[:4] == b"\x89PNG"
     assert len(load_results(out / "results.json")) == 1
+
+
+def test_plots_written_with_matplotlib(cli_json):
+    pytest.importorskip("matplotlib")
+    _, out = cli_json
+    for name in ("throughput_vs_batch.png", "latency_distribution.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG", name
 
 
 def test_compare_from_saved_results(cli_json):
@@ -107,7 +113,7 @@ def test_compare_gflops_and_ratio():
 def test_gpu_device_clear_error_without_gpu(tmp_path):
     model = tiny_classifier(tmp_path / "tiny.onnx")
     r = CliRunner().invoke(app, ["bench", str(model), "--device", "gpu"])
-    assert r.exit_code == 2
+    assert r.exit_code == ExitCode.UNAVAILABLE
     assert "no GPU is visible" in r.output
     with pytest.raises(NoGpuError, match="no GPU is visible"):
         check_gpu("onnxruntime", names=[], ort_providers=["CPUExecutionProvider"])
@@ -148,7 +154,35 @@ def test_unknown_model_names_valid_variants():
 
 
 def test_library_call_returns_records(tmp_path):
+    """``bench()`` measures: three timed batch-1 runs, their statistics and the device label."""
     model = tiny_classifier(tmp_path / "tiny.onnx")
     (res,) = bench([str(model)], BenchOptions(runs=3, batch_sizes="1"), progress=False,
                    command="x")
     assert res["device"]["emulation"] is False and res["command"] == "x"
+    assert res["device"]["label"].startswith("cpu: ")
+    lat = res["latency"]
+    assert lat["count"] == 3 and len(res["samples_ms"]) == 3
+    assert 0 < lat["min"] <= lat["p50"] <= lat["max"]
+    assert lat["mean"] == pytest.approx(sum(res["samples_ms"]) / 3)
+    (trial,) = res["sweep"]["trials"]
+    assert trial["outcome"] == "ok" and trial["runs"] == 3
+    assert res["throughput"]["batch1_images_per_s"] > 0
+    assert res["model_file"]["name"] == "tiny.onnx" and res["runtime"] == "onnxruntime"
+
+
+def test_compare_rejects_a_file_that_is_not_a_result(tmp_path):
+    bogus = tmp_path / "x.json"
+    bogus.write_text("{}")
+    r = CliRunner().invoke(app, ["bench", "compare", str(bogus)])
+    assert r.exit_code == ExitCode.BAD_INPUT and "is not a bench result" in r.output
+
+
+def test_outputs_without_matplotlib_note_the_missing_plots(cli_json, tmp_path, monkeypatch):
+    from hmff_edge.bench import plots
+    from hmff_edge.bench.report import write_outputs
+
+    data, _ = cli_json
+    monkeypatch.setattr(plots, "available", lambda: False)
+    written = write_outputs(data["results"], tmp_path / "o")
+    assert sorted(p.name for p in written) == ["compare.md", "results.json", "results.md",
+                                               "trials.csv"]

@@ -137,5 +137,44 @@ def test_runner_imports_nothing_from_hmff_edge():
         elif isinstance(node, ast.ImportFrom):
             top.add((node.module or "").split(".")[0])
     assert "hmff_edge" not in top and "numpy" not in top
-    assert top <= {"__future__", "argparse", "json", "math", "os", "platform", "re",
+    assert top <= {"__future__", "argparse", "dataclasses", "json", "math", "os", "platform", "re",
                    "resource", "shlex", "signal", "subprocess", "sys", "tempfile", "time"}
+
+
+def test_sweep_spec_derives_trials_and_their_command():
+    spec = runner.SweepSpec(model="m.onnx", threads=2, runs=40, warmup=5, memory_limit=2**30)
+    one, eight = spec.trial(1), spec.trial(8)
+    assert one.runtime == "onnxruntime" and one.keep_samples and one.runs == 40
+    assert one.warmup == 5 and eight.warmup == 2 and eight.runs == 5 and not eight.keep_samples
+    cmd = runner.trial_command(eight, "/tmp/r.json", python="py")
+    assert cmd[0] == "py" and cmd[2] == "trial"
+    args = runner._parser().parse_args(cmd[2:])
+    assert (args.batch, args.runs, args.threads, args.memory_limit, args.result) == (
+        8, 5, 2, 2**30, "/tmp/r.json")
+
+
+def test_profiles_ship_in_the_package_and_an_extra_folder_comes_first(tmp_path, monkeypatch):
+    import json
+
+    from hmff_edge.bench import profiles
+
+    assert profiles.load_profile("rpi4").path.endswith("device_profiles/rpi4.json")
+    assert {"cpu", "gpu", "rpi4", "rpi5"} <= set(profiles.list_profiles())
+    (tmp_path / "rpi4.json").write_text(json.dumps({"kind": "rpi", "threads": 2}))
+    monkeypatch.setenv("HMFF_BENCH_PROFILES", str(tmp_path))
+    assert profiles.load_profile("rpi4").threads == 2
+    with pytest.raises(profiles.ConfigError, match="known profiles: cpu, gpu, rpi4, rpi5"):
+        profiles.load_profile("rpi9")
+
+
+def test_variant_exports_cache_in_the_user_cache_folder(tmp_path, monkeypatch):
+    from hmff_edge.bench.models import cache_dir
+
+    monkeypatch.delenv("HMFF_EDGE_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "hmff-edge" / "bench"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_dir() == tmp_path / "home" / ".cache" / "hmff-edge" / "bench"
+    monkeypatch.setenv("HMFF_EDGE_CACHE", str(tmp_path / "c"))
+    assert cache_dir() == tmp_path / "c" / "bench"

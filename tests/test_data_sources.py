@@ -155,6 +155,7 @@ def test_cifar_pickle_refuses_code(tmp_path):
 
 
 def test_digits_default_and_split_determinism():
+    pytest.importorskip("sklearn")  # the embedded digits ship with scikit-learn (train extra)
     src = resolve_source(None)
     assert src.kind == "digits" and len(src.train) == 1797 and src.num_classes == 10
     assert src.train.images.shape == (1797, 8, 8, 3)
@@ -169,6 +170,7 @@ def test_digits_default_and_split_determinism():
         split_validation(src.train, 1.5, 0)
 
 
+@pytest.mark.tf
 def test_cifar10_keyword_offline_message(monkeypatch):
     import keras
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _export_models import folder_arrays, plain_model
 from conftest import make_image_folder
-from test_export_models import folder_arrays, plain_model
 
 from hmff_edge.convert import REPORT_NAME, ExportOptions, export
 

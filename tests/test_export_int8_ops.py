@@ -8,9 +8,8 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from _export_models import folder_arrays, tflite_ops, zoo_model
 from conftest import make_image_folder
-from test_export_models import folder_arrays, zoo_model
-from test_export_zoo import tflite_ops
 
 from hmff_edge.convert import ExportOptions, export
 

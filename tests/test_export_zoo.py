@@ -11,8 +11,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from _export_models import folder_arrays, tflite_ops, zoo_model
 from conftest import make_image_folder
-from test_export_models import folder_arrays, zoo_model
 from typer.testing import CliRunner
 
 from hmff_edge.convert import ExportOptions, export
@@ -40,25 +40,6 @@ def model_layers(model_path: Path) -> list:
     from hmff_edge.convert.trace import load_keras
 
     return list(load_keras(model_path)._flatten_layers())
-
-
-def tflite_ops(path: Path) -> list[dict]:
-    """Per operator: name, filter/input channels (conv) and dilation (depthwise)."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(path.read_bytes(), 0))
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    sg = m.subgraphs[0]
-    out = []
-    for op in sg.operators:
-        code = m.operatorCodes[op.opcodeIndex]
-        rec = {"op": names[max(code.builtinCode, code.deprecatedBuiltinCode)]}
-        if rec["op"] in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-            rec["in_ch"] = int(sg.tensors[op.inputs[0]].shape[-1])
-            rec["filter_in_ch"] = int(sg.tensors[op.inputs[1]].shape[-1])
-            rec["dilation"] = int(op.builtinOptions.dilationWFactor)
-        out.append(rec)
-    return out
 
 
 def test_zoo_export_verifies(zoo_export):

@@ -11,8 +11,8 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from _export_models import folder_arrays, zoo_model
 from conftest import make_image_folder
-from test_export_models import folder_arrays, zoo_model
 
 from hmff_edge.convert import ExportOptions, export
 from hmff_edge.convert import forms as F

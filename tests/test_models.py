@@ -15,8 +15,8 @@ from hmff_edge.models.registry import PAPER_TABLE2
 pytestmark = pytest.mark.tf
 
 PAPER = list(PAPER_TABLE2)
-# Tolerances from issue 2. The paper's profiler counted some element-wise work, so its MACs
-# run 1-2% above pure convolution MACs (reference notes, section 1).
+# Tolerances against Table 2. The paper's profiler counted some element-wise work, so its MACs
+# run 1-2% above pure convolution MACs.
 PARAMS_TOL = {"mobilenet": 0.5, "kmobilenet": 0.5, "hmff": 3.0}
 MACS_TOL = {"mobilenet": 2.5, "kmobilenet": 2.5, "hmff": 3.0}
 # The one documented miss (models/hmff-mobilenet.md): no reconstruction built from the text
@@ -24,7 +24,7 @@ MACS_TOL = {"mobilenet": 2.5, "kmobilenet": 2.5, "hmff": 3.0}
 # every HMFF convolution runs at 7x7, where MACs are exactly 49x the weights.
 MACS_TOL_EXCEPTIONS = {"hmff-mobilenet-16ch": 3.7}
 
-# Exact counts: kMobileNet's from the reference notes (section 2); MobileNetV1's from Keras.
+# Exact counts: kMobileNet's as the K-CAI library builds it; MobileNetV1's from Keras.
 EXACT = {
     "mobilenet-v1": (3_217_226, 567_726_592),
     "kmobilenet-16ch": (244_298, 90_051_072),

@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.client
 import io
 import json
-import re
 import socket
 import struct
 import zlib
@@ -15,6 +14,7 @@ import zlib
 import numpy as np
 import pytest
 from _artifacts import LABELS3, ServerProcess, onnx_classifier
+from _serve import metrics, request, sample, v2_json
 from PIL import Image
 
 from hmff_edge import runtime
@@ -42,22 +42,6 @@ def server(model_dir):
 @pytest.fixture(scope="module")
 def predictor(model_dir):
     return runtime.load(model_dir / "tiny.onnx")
-
-
-def request(srv, method, path, body=None, headers=None):
-    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        r = conn.getresponse()
-        return r.status, dict(r.getheaders()), r.read()
-    finally:
-        conn.close()
-
-
-def v2_json(x, name="input", datatype="FP32", shape=None):
-    return json.dumps({"inputs": [{"name": name, "datatype": datatype,
-                                   "shape": list(x.shape) if shape is None else shape,
-                                   "data": x.ravel().tolist()}]})
 
 
 X = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype(np.float32)
@@ -158,16 +142,29 @@ def test_classify_raw_and_multipart(server, predictor):
 
 
 def test_metrics_count_requests_batches_and_queue(server, predictor):
+    before = metrics(server)
     assert_still_serves(server, predictor)
     request(server, "POST", "/v2/models/nope/infer", b"{}")
-    status, headers, body = request(server, "GET", "/metrics")
-    text = body.decode()
+    status, headers, _ = request(server, "GET", "/metrics")
     assert status == 200 and headers["content-type"].startswith("text/plain")
-    assert 'hmff_requests_total{endpoint="v2_infer",code="200"}' in text
-    assert 'hmff_request_errors_total{endpoint="v2_infer",code="404"}' in text
-    assert 'hmff_request_duration_seconds_bucket{endpoint="v2_infer",le="+Inf"}' in text
-    assert 'hmff_batch_size_count{model="tiny"}' in text
-    assert 'hmff_queue_depth{model="tiny"} 0' in text
+    m = metrics(server)
+
+    def delta(name, **labels):
+        return sample(m, name, **labels) - sample(before, name, **labels)
+
+    assert delta("hmff_http_requests_total", route="v2_infer", code="200") == 1
+    assert delta("hmff_http_requests_total", route="v2_infer", code="404") == 1
+    assert delta("hmff_http_request_duration_seconds_count", route="v2_infer") == 2
+    mv = {"model": "tiny", "version": "1"}
+    assert delta("hmff_inference_request_success_total", **mv) == 1
+    assert delta("hmff_inference_count_total", **mv) == 2  # one request of 2 samples
+    assert delta("hmff_inference_exec_count_total", **mv) == 1
+    assert delta("hmff_inference_compute_infer_duration_us_total", **mv) > 0
+    assert delta("hmff_inference_queue_duration_seconds_count", **mv) == 1
+    assert sample(m, "hmff_inference_pending_request_count", **mv) == 0
+    assert sample(m, "hmff_model_state", state="READY", **mv) == 1
+    assert sample(m, "hmff_model_load_duration_seconds", **mv) > 0
+    assert sample(m, "process_resident_memory_bytes") > 10e6
 
 
 # -- bad input: each a 4xx with {"error"}, then a valid request still succeeds ----------------
@@ -188,8 +185,8 @@ BAD_REQUESTS = [
      "non-positive"),
     ("overflowing dim", "/v2/models/tiny/infer", v2_json(FLOATS, shape=[2**64 + 1, 8, 8, 3]), {},
      400, "larger than"),
-    ("huge product", "/v2/models/tiny/infer", v2_json(FLOATS, shape=[2**31 - 1, 8, 8, 3]), {}, 400,
-     "needs"),
+    ("huge batch", "/v2/models/tiny/infer", v2_json(FLOATS, shape=[2**31 - 1, 8, 8, 3]), {}, 400,
+     "at most 64 per request"),
     ("wrong sample shape", "/v2/models/tiny/infer", v2_json(FLOATS, shape=[1, 8, 8, 4]), {}, 400,
      "does not match"),
     ("short data", "/v2/models/tiny/infer", v2_json(FLOATS, shape=[2, 8, 8, 3]), {}, 400,
@@ -285,9 +282,7 @@ def test_body_over_limit_refused_before_it_is_read(server, predictor):
 
 
 def _count_413(srv) -> int:
-    text = request(srv, "GET", "/metrics")[2].decode()
-    m = re.search(r'hmff_request_errors_total\{endpoint="v2_infer",code="413"\} (\d+)', text)
-    return int(m.group(1)) if m else 0
+    return int(sample(metrics(srv), "hmff_http_requests_total", route="v2_infer", code="413"))
 
 
 def test_chunked_body_over_limit_refused_while_streaming(server, predictor):

@@ -4,7 +4,6 @@ request answered, exit code 0."""
 from __future__ import annotations
 
 import json
-import re
 import signal
 import socket
 import threading
@@ -14,6 +13,7 @@ import urllib.request
 import numpy as np
 import pytest
 from _artifacts import ServerProcess, onnx_classifier
+from _serve import metrics, sample
 
 pytestmark = pytest.mark.server
 
@@ -28,9 +28,8 @@ def _post(url: str, body: bytes, results: list, i: int) -> None:
 
 
 def _queue_depth(srv) -> int:
-    with urllib.request.urlopen(srv.url + "/metrics", timeout=5) as r:
-        m = re.search(r'hmff_queue_depth\{model="tiny"\} (\d+)', r.read().decode())
-    return int(m.group(1)) if m else 0
+    return int(sample(metrics(srv), "hmff_inference_pending_request_count", model="tiny",
+                      version="1"))
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path):
@@ -72,12 +71,13 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path):
 
 
 def test_signal_handler_turns_readiness_false():
+    from types import SimpleNamespace
+
     import uvicorn
 
-    from hmff_edge.serve.app import ServerState
     from hmff_edge.serve.server import _uvicorn_server_class
 
-    state = ServerState(ready=True)
+    state = SimpleNamespace(ready=True)
     server = _uvicorn_server_class()(uvicorn.Config(app=None), state)
     server._on_signal(signal.SIGTERM, None)
     assert state.ready is False and server.should_exit and not server.force_exit

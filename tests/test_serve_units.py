@@ -22,7 +22,7 @@ from hmff_edge.serve.limits import (
     parse_json,
 )
 from hmff_edge.serve.metrics import Metrics
-from hmff_edge.serve.registry import model_files
+from hmff_edge.serve.repository import scan
 
 
 def test_json_depth_ignores_brackets_in_strings():
@@ -67,11 +67,11 @@ def test_decompress_is_bounded():
     body = gzip.compress(b"\0" * 10_000_000)
     assert len(body) < 20_000
     with pytest.raises(HTTPError) as e:
-        decompress(body, "gzip", 1_000_000)
+        asyncio.run(decompress(body, "gzip", 1_000_000))
     assert e.value.status == 413
-    assert decompress(gzip.compress(b"abc"), "gzip", 10) == b"abc"
+    assert asyncio.run(decompress(gzip.compress(b"abc"), "gzip", 10)) == b"abc"
     with pytest.raises(HTTPError) as e:
-        decompress(b"abc", "br", 10)
+        asyncio.run(decompress(b"abc", "br", 10))
     assert e.value.status == 415
 
 
@@ -141,21 +141,28 @@ def test_batcher_engine_error_reaches_every_request_of_the_batch():
     assert all(isinstance(r, RuntimeError) for r in res)
 
 
-def test_metrics_exposition_format():
+def test_metrics_exposition_parses_with_prometheus_client():
+    from prometheus_client.parser import text_string_to_metric_families
+
     m = Metrics()
-    m.observe_request("v2_infer", 200, 0.003)
-    m.observe_request("v2_infer", 400, 0.0005)
-    m.observe_batch("tiny", 3, 0.002)
-    m.queue_depth = lambda: {"tiny": 2}
-    text = m.render()
-    assert 'hmff_requests_total{endpoint="v2_infer",code="200"} 1' in text
-    assert 'hmff_request_errors_total{endpoint="v2_infer",code="400"} 1' in text
-    assert 'hmff_request_duration_seconds_bucket{endpoint="v2_infer",le="0.001"} 1' in text
-    assert 'hmff_request_duration_seconds_bucket{endpoint="v2_infer",le="+Inf"} 2' in text
-    assert 'hmff_batch_size_bucket{model="tiny",le="2"} 0' in text
-    assert 'hmff_batch_size_bucket{model="tiny",le="4"} 1' in text
-    assert 'hmff_queue_depth{model="tiny"} 2' in text
-    assert "# TYPE hmff_batch_size histogram" in text
+    m.observe_http("v2_infer", 200, 0.003)
+    m.observe_http("v2_infer", 400, 0.0005)
+    m.on_batch("tiny", 2)(3, 0.002, [0.001, 0.0005])
+    m.request_done("tiny", 2, 0.004)
+    m.request_failed("tiny", 2, "BAD_REQUEST")
+    fams = {f.name: f for f in text_string_to_metric_families(m.render().decode())}
+    values = {(s.name, tuple(sorted(s.labels.items()))): s.value
+              for f in fams.values() for s in f.samples}
+    mv = (("model", "tiny"), ("version", "2"))
+    assert values[("hmff_http_requests_total", (("code", "200"), ("route", "v2_infer")))] == 1
+    assert values[("hmff_inference_count_total", mv)] == 3
+    assert values[("hmff_inference_exec_count_total", mv)] == 1
+    assert values[("hmff_inference_queue_duration_us_total", mv)] == pytest.approx(1500)
+    assert values[("hmff_inference_compute_infer_duration_us_total", mv)] == pytest.approx(2000)
+    failed = (("model", "tiny"), ("reason", "BAD_REQUEST"), ("version", "2"))
+    assert values[("hmff_inference_request_failure_total", failed)] == 1
+    assert values[("hmff_inference_batch_size_bucket", (("le", "4.0"), *mv))] == 1
+    assert fams["hmff_inference_queue_duration_seconds"].type == "histogram"
 
 
 def test_model_names_never_leave_the_served_directory(tmp_path):
@@ -166,9 +173,9 @@ def test_model_names_never_leave_the_served_directory(tmp_path):
     onnx_classifier(outside / "secret.onnx")
     os.symlink(outside / "secret.onnx", served / "escape.onnx")
     (served / "notes.txt").write_text("x")
-    names = model_files(served)
+    names = scan(served).models
     assert sorted(names) == ["a", "a.tflite"]
-    assert all(p.resolve().parent == served.resolve() for p in names.values())
+    assert all(v[1].resolve().parent == served.resolve() for v in names.values())
 
 
 def test_serve_cli_refuses_bad_arguments_cleanly(tmp_path):
@@ -187,27 +194,60 @@ def test_serve_cli_refuses_bad_arguments_cleanly(tmp_path):
     assert res.exit_code == 2 and "could be loaded" in res.output and "m.onnx" in res.output
 
 
-def test_body_budget_makes_requests_wait_not_fail():
-    from hmff_edge.serve.limits import BodyBudget
+def test_memory_budget_makes_requests_wait_then_refuses_at_the_deadline():
+    import time
 
-    class Req:
-        def __init__(self, length):
-            self.headers = {} if length is None else {"content-length": str(length)}
+    from hmff_edge.serve.budget import MemoryBudget
 
     async def main():
-        b = BodyBudget(100)
-        assert b.size_of(Req(30), 1000) == 30
-        assert b.size_of(Req(None), 60) == 60  # chunked: reserve the body limit
-        with pytest.raises(HTTPError) as e:
-            b.size_of(Req(2000), 1000)  # refused at once, never queued for the budget
-        assert e.value.status == 413
-        await b.acquire(60)
-        await b.acquire(30)
-        waiter = asyncio.ensure_future(b.acquire(30))
+        b = MemoryBudget(100)
+        far = time.monotonic() + 10
+        r1, r2 = b.reservation(far), b.reservation(far)
+        await r1.grow(60)
+        await r2.grow(30)
+        waiter = asyncio.ensure_future(r2.grow(30))
         await asyncio.sleep(0.01)
-        assert not waiter.done() and b.free == 10  # waits instead of over-committing
-        await b.release(60)
+        assert not waiter.done() and b.used == 90  # waits instead of over-committing
+        await r1.shrink(60)
         await asyncio.wait_for(waiter, 1)
-        assert b.free == 40
+        assert b.used == 60 and r2.held == 60
+        with pytest.raises(HTTPError) as e:  # more than the whole budget: refused at once
+            await b.reservation(far).grow(101)
+        assert e.value.status == 413
+        late = b.reservation(time.monotonic() + 0.05)
+        with pytest.raises(HTTPError) as e:  # cannot fit before its deadline: 503, retry
+            await late.grow(50)
+        assert e.value.status == 503 and e.value.headers["Retry-After"] == "1"
+        async with r2:
+            pass
+        assert b.used == 0
+
+    asyncio.run(main())
+
+
+def test_memory_budget_refuses_the_youngest_when_all_holders_wait():
+    import time
+
+    from hmff_edge.serve.budget import MemoryBudget
+
+    async def main():
+        b = MemoryBudget(100)
+        far = time.monotonic() + 10
+        old, young = b.reservation(far), b.reservation(far)
+        await old.grow(50)
+        await young.grow(50)
+
+        async def young_request():
+            async with young:
+                await young.grow(30)
+
+        older = asyncio.ensure_future(old.grow(30))
+        await asyncio.sleep(0.01)
+        assert not older.done()  # waits: the young one still holds its 50
+        with pytest.raises(HTTPError) as e:  # both wait for each other: the young one goes
+            await young_request()
+        assert e.value.status == 503
+        await asyncio.wait_for(older, 1)
+        assert old.held == 80 and b.used == 80
 
     asyncio.run(main())

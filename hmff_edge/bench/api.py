@@ -16,10 +16,10 @@ from typing import Any
 from hmff_edge.bench import runner
 from hmff_edge.bench.models import ModelRef, resolve
 from hmff_edge.bench.profiles import DeviceProfile, profile_for
-from hmff_edge.errors import ConfigError, HmffEdgeError
+from hmff_edge.errors import ConfigError, UnavailableError
 
 
-class NoGpuError(HmffEdgeError):
+class NoGpuError(UnavailableError):
     """``--device gpu`` on a machine (or runtime) without a visible GPU."""
 
 
@@ -46,7 +46,6 @@ class BenchOptions:
     img_size: int = 224
     classes: int = 10
     cache: str | None = None
-    exporter: str = "auto"
     trial_timeout: float = 900.0
 
 
@@ -78,7 +77,17 @@ def check_gpu(runtime: str, names: list[str] | None = None,
     return names
 
 
-def _settings(opts: BenchOptions, prof: DeviceProfile) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Settings:
+    """The options after the profile filled in its defaults, validated."""
+
+    memory_limit: int | None
+    threads: int
+    max_batch: int
+    sizes: list[int]
+
+
+def _settings(opts: BenchOptions, prof: DeviceProfile) -> _Settings:
     try:
         limit = runner.parse_size(opts.memory_limit)
     except ValueError as exc:
@@ -101,7 +110,7 @@ def _settings(opts: BenchOptions, prof: DeviceProfile) -> dict[str, Any]:
         sizes = runner.batch_plan(opts.batch_sizes, max_batch)
     except ValueError as exc:
         raise ConfigError(f"--batch-sizes: {exc}") from exc
-    return {"memory_limit": limit, "threads": threads, "max_batch": max_batch, "sizes": sizes}
+    return _Settings(memory_limit=limit, threads=threads, max_batch=max_batch, sizes=sizes)
 
 
 def device_record(opts: BenchOptions, prof: DeviceProfile, hardware: dict, threads: int,
@@ -109,7 +118,12 @@ def device_record(opts: BenchOptions, prof: DeviceProfile, hardware: dict, threa
     """What ran where, with the emulation label that every output repeats."""
     emulation = prof.kind == "rpi" and not opts.host
     cap = runner.format_size(limit) if limit else "no memory cap"
-    if emulation:
+    emulator = hardware.get("emulation") if opts.host else None  # hmff-edge device emulate
+    if emulator:
+        emulation = True
+        label = (f"{emulator.get('label')} - {prof.name} profile at {opts.host}, qemu-user on "
+                 f"{emulator.get('host_cpu')}")
+    elif emulation:
         label = (f"EMULATION of {prof.name} ({threads} threads, {cap}) on "
                  f"{hardware.get('cpu_model')} - not Raspberry Pi timings")
     elif opts.host:
@@ -165,48 +179,39 @@ def bench(models: list[str], opts: BenchOptions | None = None, *, progress: bool
     out = []
     for spec, runtime in zip(models, runtimes):
         ref = resolve(spec, runtime=runtime, quant=opts.quant, img_size=opts.img_size,
-                      classes=opts.classes, cache=opts.cache, exporter=opts.exporter)
-        bar = _bar(len(s["sizes"]), f"{ref.name} [{runtime}]", progress)
-        if opts.host:
-            from hmff_edge.bench.ssh import RemoteTarget, remote_sweep
-
-            target = RemoteTarget.parse(opts.host, identity=opts.ssh_key, port=opts.ssh_port,
-                                        python=opts.remote_python or prof.remote_python,
-                                        options=list(opts.ssh_options))
-            res = remote_sweep(target, ref.path, runtime=runtime, threads=s["threads"],
-                               batch_sizes=",".join(map(str, s["sizes"])),
-                               max_batch=s["max_batch"], runs=opts.runs, seconds=opts.seconds,
-                               warmup=opts.warmup, memory_limit=s["memory_limit"],
-                               trial_timeout=opts.trial_timeout)
-            bar.update(len(res["sweep"]["trials"]))
-        else:
-            res = runner.sweep_model(
-                ref.path, runtime, s["threads"], s["sizes"], s["max_batch"], opts.runs,
-                opts.seconds, opts.warmup, "gpu" if opts.device == "gpu" else "cpu",
-                s["memory_limit"], opts.trial_timeout, on_trial=lambda t, b=bar: b.update(1))
-        bar.close()
+                      classes=opts.classes, cache=opts.cache)
+        sweep_spec = runner.SweepSpec(
+            model=ref.path, runtime=runtime, threads=s.threads, batch_sizes=s.sizes,
+            max_batch=s.max_batch, runs=opts.runs, seconds=opts.seconds, warmup=opts.warmup,
+            device="gpu" if opts.device == "gpu" else "cpu", memory_limit=s.memory_limit,
+            trial_timeout=opts.trial_timeout)
+        res = _measure(sweep_spec, opts, prof, f"{ref.name} [{runtime}]", progress)
         res["device"] = device_record(opts, prof, res["hardware"] if opts.host else hardware,
-                                      s["threads"], s["memory_limit"])
-        res["device"]["name"] = opts.device
+                                      s.threads, s.memory_limit)
         res["command"] = command
         res["quantization"] = ref.quantization
         out.append(enrich(res, ref))
     return out
 
 
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
+def _measure(spec: runner.SweepSpec, opts: BenchOptions, prof: DeviceProfile, desc: str,
+             progress: bool) -> dict:
+    """The sweep of one file, here or on ``opts.host``, with a progress bar per batch size."""
+    from tqdm import tqdm
 
-    def close(self) -> None:
-        pass
+    with tqdm(total=len(spec.batch_sizes), desc=desc, unit="batch", file=sys.stderr,
+              leave=False, disable=not progress) as bar:
+        if not opts.host:
+            return runner.sweep_model(spec, on_trial=lambda t: bar.update(1))
+        from hmff_edge.bench.ssh import RemoteTarget, remote_sweep
 
-
-def _bar(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
-        return _NoBar()
-    return tqdm(total=total, desc=desc, unit="batch", file=sys.stderr, leave=False)
+        target = RemoteTarget.parse(opts.host, identity=opts.ssh_key, port=opts.ssh_port,
+                                    python=opts.remote_python or prof.remote_python,
+                                    options=list(opts.ssh_options))
+        res = remote_sweep(target, spec.model, runtime=spec.runtime, threads=spec.threads,
+                           batch_sizes=",".join(map(str, spec.batch_sizes)),
+                           max_batch=spec.max_batch, runs=spec.runs, seconds=spec.seconds,
+                           warmup=spec.warmup, memory_limit=spec.memory_limit,
+                           trial_timeout=spec.trial_timeout)
+        bar.update(len(res["sweep"]["trials"]))
+        return res

@@ -1,9 +1,9 @@
 """Resolve a bench MODEL argument: an exported file, or a variant name exported on the fly.
 
-Variant names are exported with random weights in a child process (TensorFlow never enters
-the bench process): through :func:`hmff_edge.convert.export` when that package provides it,
-otherwise through the small fallback in :mod:`hmff_edge.bench._export`. Exports are cached
-under ``<cache>/<variant>-<size>px-<classes>c/`` so repeated runs compare the same files.
+Variant names are exported with random weights by :func:`hmff_edge.convert.export` in a child
+process (:mod:`hmff_edge.bench._export`), so TensorFlow never enters the bench process. Exports
+are cached under ``<cache>/<variant>-<size>px-<classes>c/`` (default: the user's cache folder,
+see :func:`cache_dir`) so repeated runs compare the same files.
 """
 
 from __future__ import annotations
@@ -17,25 +17,31 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hmff_edge.bench._export import _NAMES as _FALLBACK_NAMES
 from hmff_edge.bench._export import EXPORT_RECIPE, INFO_NAME
 from hmff_edge.errors import ArtifactError, ConfigError
 
-REPO = Path(__file__).resolve().parents[2]
-# (runtime, quantization) -> file in an export folder
-# (candidate names: hmff_edge.convert's, then the bench fallback exporter's)
-_CONVERT_NAMES = {("litert", "fp32"): "tflite_fp32.tflite", ("litert", "int8"): "tflite_int8.tflite",
-                  ("onnxruntime", "fp32"): "onnx_fp32.onnx", ("onnxruntime", "int8"): "onnx_int8.onnx",
-                  ("tensorflow", "fp32"): "savedmodel"}
-_FILES = {k: (name, _FALLBACK_NAMES[k]) for k, name in _CONVERT_NAMES.items()}
-
-
-def _find(folder: Path, runtime: str, quant: str) -> Path | None:
-    for name in _FILES[(runtime, quant)]:
-        if (folder / name).exists():
-            return folder / name
-    return None
+# (runtime, quantization) -> the file hmff_edge.convert writes in an export folder
+EXPORT_FILES = {("litert", "fp32"): "tflite_fp32.tflite", ("litert", "int8"): "tflite_int8.tflite",
+                ("onnxruntime", "fp32"): "onnx_fp32.onnx", ("onnxruntime", "int8"): "onnx_int8.onnx",
+                ("tensorflow", "fp32"): "savedmodel"}
 QUANTS = ("fp32", "int8")
+
+
+def cache_dir() -> Path:
+    """Where variant exports are cached: ``$HMFF_EDGE_CACHE``, else ``$XDG_CACHE_HOME/hmff-edge``,
+    else ``~/.cache/hmff-edge`` (never inside the installed package or a source tree)."""
+    if os.environ.get("HMFF_EDGE_CACHE"):
+        return Path(os.environ["HMFF_EDGE_CACHE"]) / "bench"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "hmff-edge" / "bench"
+
+
+def find_export(folder: Path, runtime: str, quant: str) -> Path | None:
+    """The file for ``runtime``/``quant`` in an export folder, or None when it is not there."""
+    path = folder / EXPORT_FILES[(runtime, quant)]
+    return path if path.exists() else None
+
+
 
 
 @dataclass
@@ -99,7 +105,7 @@ def is_variant(name: str) -> bool:
 
 def resolve(spec: str, *, runtime: str, quant: str = "fp32", img_size: int = 224,
             classes: int = 10, cache: str | os.PathLike | None = None,
-            exporter: str = "auto", timeout: float = 1800.0) -> ModelRef:
+            timeout: float = 1800.0) -> ModelRef:
     """A file path as is; a variant name exported (cached) for ``runtime`` and ``quant``."""
     p = Path(spec)
     if p.exists():
@@ -111,20 +117,20 @@ def resolve(spec: str, *, runtime: str, quant: str = "fp32", img_size: int = 224
                           f"variants: {', '.join(list_models())}")
     if quant not in QUANTS:
         raise ConfigError(f"--quant must be one of {QUANTS}, got {quant!r}")
-    if (runtime, quant) not in _FILES:
+    if (runtime, quant) not in EXPORT_FILES:
         raise ConfigError(f"no {quant} export for runtime {runtime!r}")
     name = spec.strip().lower()
-    folder = Path(cache or REPO / "bench" / ".cache") / f"{name}-{img_size}px-{classes}c"
+    folder = Path(cache or cache_dir()) / f"{name}-{img_size}px-{classes}c"
     info_path = folder / INFO_NAME
     drop_stale_export(folder)
-    target = _find(folder, runtime, quant)
+    target = find_export(folder, runtime, quant)
     if target is None:
         export_variant(name, folder, img_size=img_size, classes=classes,
-                       targets=[f"{runtime}:{quant}"], exporter=exporter, timeout=timeout)
-        target = _find(folder, runtime, quant)
+                       targets=[f"{runtime}:{quant}"], timeout=timeout)
+        target = find_export(folder, runtime, quant)
     if target is None:
-        raise ArtifactError(f"exporting {name} did not produce any of "
-                            f"{_FILES[(runtime, quant)]} in {folder}")
+        raise ArtifactError(f"exporting {name} did not produce {EXPORT_FILES[(runtime, quant)]} "
+                            f"in {folder}")
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     return ModelRef(path=str(target), name=name, format=file_format(target),
                     quantization=quant, variant=name, img_size=img_size,
@@ -145,14 +151,16 @@ def drop_stale_export(folder: Path) -> None:
 
 
 def export_variant(name: str, folder: Path, *, img_size: int, classes: int,
-                   targets: list[str], exporter: str = "auto", timeout: float = 1800.0) -> None:
+                   targets: list[str], timeout: float = 1800.0) -> None:
     """Export ``name`` into ``folder`` in a child process (TensorFlow stays out of this one)."""
     folder.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "hmff_edge.bench._export", "--variant", name,
            "--img-size", str(img_size), "--classes", str(classes), "--out", str(folder),
-           "--targets", ",".join(targets), "--exporter", exporter]
+           "--targets", ",".join(targets)]
+    # The child must import the same hmff_edge as this process (a source tree or a wheel).
+    here = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(REPO)] + [x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep) if x]))
+        [here] + [x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep) if x]))
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired as exc:

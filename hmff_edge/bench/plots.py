@@ -1,10 +1,20 @@
-"""PNG plots of bench results: throughput against batch size, batch-1 latency distribution."""
+"""PNG plots of bench results: throughput against batch size, batch-1 latency distribution.
+
+matplotlib is optional: it is not in the ``runtime`` extra (a Raspberry Pi image stays
+small), so :func:`available` is checked first and the tables are written without plots.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from hmff_edge.bench.report import _label, device_labels, tag
+
+
+def available() -> bool:
+    """Whether matplotlib can be imported here."""
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def _plt():

@@ -9,12 +9,14 @@ import csv
 import io
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from hmff_edge.bench.runner import SCHEMA, format_size
 from hmff_edge.errors import ArtifactError
 from hmff_edge.metadata import atomic_write_bytes
+from hmff_edge.tables import markdown_table, text_table
 
 SUMMARY_COLUMNS = [
     ("model", "model"), ("runtime", "runtime"), ("quant", "quant"), ("threads", "thr"),
@@ -77,10 +79,8 @@ def device_labels(results: list[dict]) -> list[str]:
 
 
 def terminal_table(results: list[dict]) -> str:
-    from hmff_edge.cli._common import format_table
-
     lines = [f"Device: {lab}" for lab in device_labels(results)]
-    lines.append(format_table(summary_rows(results), SUMMARY_COLUMNS))
+    lines.append(text_table(summary_rows(results), SUMMARY_COLUMNS))
     for r in results:
         stop = r.get("sweep", {}).get("stopped", {})
         if stop.get("outcome") != "ok":
@@ -115,15 +115,6 @@ def to_csv(results: list[dict]) -> str:
     return buf.getvalue()
 
 
-def _md_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
-    out = ["| " + " | ".join(h for _, h in columns) + " |",
-           "|" + "|".join("---" for _ in columns) + "|"]
-    for r in rows:
-        out.append("| " + " | ".join("" if r.get(k) is None else str(r.get(k))
-                                     for k, _ in columns) + " |")
-    return "\n".join(out)
-
-
 def to_markdown(results: list[dict], title: str = "hmff-edge bench") -> str:
     first = results[0] if results else {}
     hw = first.get("hardware", {})
@@ -133,7 +124,7 @@ def to_markdown(results: list[dict], title: str = "hmff-edge bench") -> str:
               f"GPU: {', '.join(hw.get('gpus') or []) or 'none'}; versions: "
               f"{json.dumps(first.get('versions', {}))}",
               f"Command: `{first.get('command', '')}`", "",
-              _md_table(summary_rows(results), SUMMARY_COLUMNS), "",
+              markdown_table(summary_rows(results), SUMMARY_COLUMNS), "",
               "Latency at batch 1 in ms; img/s = images per second; every trial in its own "
               "process.", ""]
     return "\n".join(lines)
@@ -170,11 +161,9 @@ def compare_rows(results: list[dict], baseline: str | None = None) -> list[dict]
 
 def compare_table(results: list[dict], baseline: str | None = None, markdown: bool = False
                   ) -> str:
-    from hmff_edge.cli._common import format_table
-
     rows = compare_rows(results, baseline)
     head = [f"Device: {lab}" for lab in device_labels(results)]
-    body = _md_table(rows, COMPARE_COLUMNS) if markdown else format_table(rows, COMPARE_COLUMNS)
+    body = markdown_table(rows, COMPARE_COLUMNS) if markdown else text_table(rows, COMPARE_COLUMNS)
     sep = "\n\n" if markdown else "\n"
     return sep.join(head) + sep + body
 
@@ -192,10 +181,14 @@ def write_outputs(results: list[dict], out: str | os.PathLike, *, plots: bool = 
         atomic_write_bytes(out / name, text.encode())
         written.append(out / name)
     if plots:
-        from hmff_edge.bench.plots import latency_distribution, throughput_vs_batch
+        from hmff_edge.bench import plots as png
 
-        written.append(throughput_vs_batch(results, out / "throughput_vs_batch.png"))
-        written.append(latency_distribution(results, out / "latency_distribution.png"))
+        if png.available():
+            written.append(png.throughput_vs_batch(results, out / "throughput_vs_batch.png"))
+            written.append(png.latency_distribution(results, out / "latency_distribution.png"))
+        else:
+            print("note: matplotlib is not installed, so no PNG plots were written "
+                  "(pip install matplotlib)", file=sys.stderr)
     return written
 
 

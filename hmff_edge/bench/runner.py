@@ -28,10 +28,90 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass, replace
 
 SCHEMA = "hmff-edge-bench/1"
 OK, OOM, ERROR = "ok", "out-of-memory", "error"
 RUNTIMES = ("litert", "onnxruntime", "tensorflow")
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One trial: a model file at one batch size, in one child process."""
+
+    model: str
+    runtime: str
+    threads: int = 1
+    batch: int = 1
+    runs: int = 50
+    seconds: float = 0.0
+    warmup: int = 5
+    device: str = "cpu"  # cpu | gpu (an rpi profile runs as cpu)
+    memory_limit: int | None = None  # bytes of address space (RLIMIT_AS)
+    keep_samples: bool = False
+
+    def argv(self) -> list[str]:
+        """The ``runner.py trial`` arguments that rebuild this spec in the child."""
+        args = ["--model", self.model, "--runtime", self.runtime, "--threads", str(self.threads),
+                "--batch", str(self.batch), "--runs", str(self.runs), "--seconds",
+                str(self.seconds), "--warmup", str(self.warmup), "--device", self.device]
+        if self.memory_limit:
+            args += ["--memory-limit", str(self.memory_limit)]
+        if self.keep_samples:
+            args.append("--keep-samples")
+        return args
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """The batch sweep of one model file: a :class:`TrialSpec` per batch size."""
+
+    model: str
+    runtime: str | None = None  # None: the file format's runtime
+    threads: int = 1
+    batch_sizes: str | tuple[int, ...] | list[int] | None = "auto"
+    max_batch: int = 64
+    runs: int = 50
+    seconds: float = 0.0
+    warmup: int = 5
+    device: str = "cpu"
+    memory_limit: int | None = None
+    trial_timeout: float = 900.0
+
+    def trial(self, batch: int) -> TrialSpec:
+        """The spec of the trial at ``batch``: fewer runs and warm-ups past batch 1."""
+        return TrialSpec(model=self.model, runtime=self.runtime or default_runtime(self.model),
+                         threads=self.threads, batch=batch, runs=runs_for_batch(batch, self.runs),
+                         seconds=self.seconds,
+                         warmup=self.warmup if batch == 1 else min(self.warmup, 2),
+                         device=self.device, memory_limit=self.memory_limit,
+                         keep_samples=batch == 1)
+
+
+@dataclass
+class TrialResult:
+    """What one trial reports (the child writes it as JSON; the parent adds exit and RSS)."""
+
+    batch_size: int
+    outcome: str = "ok"  # ok | out-of-memory | error
+    error: str | None = None
+    runs: int | None = None
+    load_s: float | None = None
+    first_inference_s: float | None = None
+    warmup_runs: int | None = None
+    warmup_ms: float | None = None
+    latency_ms: dict | None = None
+    images_per_s: float | None = None
+    input: dict | None = None
+    versions: dict | None = None
+    peak_device_memory_bytes: int | None = None
+    samples_ms: list[float] | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        if d["samples_ms"] is None:
+            del d["samples_ms"]
+        return d
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
           "gb": 10**9, "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30,
@@ -73,26 +153,18 @@ def format_size(n: float | None) -> str:
     return f"{n:.1f} TiB"  # pragma: no cover
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Linear-interpolation percentile (numpy's default) of an already sorted list."""
-    if not sorted_values:
-        return float("nan")
-    pos = (len(sorted_values) - 1) * q / 100.0
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
 def latency_stats(seconds: list[float]) -> dict:
     """Latency statistics in milliseconds under the names the JSON promises."""
-    ms = sorted(s * 1000.0 for s in seconds)
-    n = len(ms)
-    if not n:
+    import numpy as np
+
+    if not seconds:
         return {"count": 0}
-    mean = sum(ms) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in ms) / (n - 1)) if n > 1 else 0.0
-    return {"count": n, "mean": mean, "std": std, "min": ms[0], "max": ms[-1],
-            "p50": percentile(ms, 50), "p90": percentile(ms, 90), "p95": percentile(ms, 95),
-            "p99": percentile(ms, 99)}
+    ms = np.asarray(seconds, dtype=np.float64) * 1000.0
+    p50, p90, p95, p99 = (float(v) for v in np.percentile(ms, [50, 90, 95, 99]))
+    return {"count": int(ms.size), "mean": float(ms.mean()),
+            "std": float(ms.std(ddof=1)) if ms.size > 1 else 0.0,
+            "min": float(ms.min()), "max": float(ms.max()),
+            "p50": p50, "p90": p90, "p95": p95, "p99": p99}
 
 
 # --------------------------------------------------------------------------- hardware
@@ -328,44 +400,41 @@ def gpu_process_memory(pid: int, smi_output: str | None = None) -> int | None:
 
 
 # --------------------------------------------------------------------------- one trial (child)
-def run_trial(model: str, runtime: str, threads: int, batch: int, runs: int, seconds: float,
-              warmup: int, device: str = "cpu", keep_samples: bool = False) -> dict:
+def run_trial(spec: TrialSpec) -> TrialResult:
     """Load, first inference, warm-up and timed runs at one batch size, in this process."""
     t0 = time.perf_counter()
-    backend = open_backend(model, runtime, threads, device)
-    backend.resize(batch)
+    backend = open_backend(spec.model, spec.runtime, spec.threads, spec.device)
+    backend.resize(spec.batch)
     load_s = time.perf_counter() - t0
     x = _make_input(backend.input_dtype, backend.input_shape)
     t0 = time.perf_counter()
     backend.run(x)
     first_s = time.perf_counter() - t0
     warm = []
-    for _ in range(warmup):
+    for _ in range(spec.warmup):
         t0 = time.perf_counter()
         backend.run(x)
         warm.append(time.perf_counter() - t0)
     samples: list[float] = []
     start = time.perf_counter()
-    while len(samples) < runs or time.perf_counter() - start < seconds:
+    while len(samples) < spec.runs or time.perf_counter() - start < spec.seconds:
         t0 = time.perf_counter()
         backend.run(x)
         samples.append(time.perf_counter() - t0)
     total = time.perf_counter() - start
-    out = {"batch_size": batch, "outcome": OK, "error": None, "runs": len(samples),
-           "load_s": load_s, "first_inference_s": first_s, "warmup_runs": warmup,
-           "warmup_ms": (sum(warm) / len(warm) * 1000) if warm else None,
-           "latency_ms": latency_stats(samples),
-           "images_per_s": batch * len(samples) / total if total > 0 else None,
-           "input": {"dtype": str(_np_dtype_name(backend.input_dtype)),
-                     "shape": backend.input_shape},
-           "versions": {runtime: backend.version, "numpy": _np_version()},
-           "peak_device_memory_bytes": None}
-    if device == "gpu":
+    out = TrialResult(
+        batch_size=spec.batch, runs=len(samples), load_s=load_s, first_inference_s=first_s,
+        warmup_runs=spec.warmup, warmup_ms=(sum(warm) / len(warm) * 1000) if warm else None,
+        latency_ms=latency_stats(samples),
+        images_per_s=spec.batch * len(samples) / total if total > 0 else None,
+        input={"dtype": str(_np_dtype_name(backend.input_dtype)), "shape": backend.input_shape},
+        versions={spec.runtime: backend.version, "numpy": _np_version()})
+    if spec.device == "gpu":
         peak = backend.peak_device_memory() if hasattr(backend, "peak_device_memory") else None
-        out["peak_device_memory_bytes"] = peak if peak is not None else gpu_process_memory(
+        out.peak_device_memory_bytes = peak if peak is not None else gpu_process_memory(
             os.getpid())
-    if keep_samples:
-        out["samples_ms"] = [s * 1000.0 for s in samples]
+    if spec.keep_samples:
+        out.samples_ms = [s * 1000.0 for s in samples]
     return out
 
 
@@ -387,23 +456,22 @@ def apply_memory_limit(limit: int | None) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def trial_main(args: argparse.Namespace) -> int:
-    """Entry of the child: run one trial and write its JSON to ``args.result``."""
+def trial_main(spec: TrialSpec, result_path: str) -> int:
+    """Entry of the child: run one trial and write its JSON to ``result_path``."""
     try:
-        apply_memory_limit(args.memory_limit)
-        res = run_trial(args.model, args.runtime, args.threads, args.batch, args.runs,
-                        args.seconds, args.warmup, args.device, args.keep_samples)
+        apply_memory_limit(spec.memory_limit)
+        res = run_trial(spec).to_dict()
     except MemoryError as exc:
-        res = {"batch_size": args.batch, "outcome": OOM, "error": f"MemoryError: {exc}"}
+        res = {"batch_size": spec.batch, "outcome": OOM, "error": f"MemoryError: {exc}"}
     except Exception as exc:  # noqa: BLE001 - everything is reported to the parent
         msg = f"{type(exc).__name__}: {exc}"
         outcome = OOM if _OOM_PATTERNS.search(msg) else ERROR
-        res = {"batch_size": args.batch, "outcome": outcome, "error": msg[:2000]}
+        res = {"batch_size": spec.batch, "outcome": outcome, "error": msg[:2000]}
     usage = resource.getrusage(resource.RUSAGE_SELF)
     res["peak_rss_bytes"] = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-    with open(args.result + ".tmp", "w") as f:
+    with open(result_path + ".tmp", "w") as f:
         json.dump(res, f)
-    os.replace(args.result + ".tmp", args.result)
+    os.replace(result_path + ".tmp", result_path)
     return 0
 
 
@@ -471,18 +539,10 @@ def run_child(cmd: list[str], result_path: str, timeout: float,
     return res
 
 
-def trial_command(model: str, runtime: str, threads: int, batch: int, runs: int,
-                  seconds: float, warmup: int, device: str, memory_limit: int | None,
-                  result: str, keep_samples: bool, python: str | None = None) -> list[str]:
-    cmd = [python or sys.executable, os.path.abspath(__file__), "trial", "--model", model,
-           "--runtime", runtime, "--threads", str(threads), "--batch", str(batch),
-           "--runs", str(runs), "--seconds", str(seconds), "--warmup", str(warmup),
-           "--device", device, "--result", result]
-    if memory_limit:
-        cmd += ["--memory-limit", str(memory_limit)]
-    if keep_samples:
-        cmd.append("--keep-samples")
-    return cmd
+def trial_command(spec: TrialSpec, result: str, python: str | None = None) -> list[str]:
+    """The child's command line: this file's ``trial`` sub-command for ``spec``."""
+    return [python or sys.executable, os.path.abspath(__file__), "trial", *spec.argv(),
+            "--result", result]
 
 
 # --------------------------------------------------------------------------- sweep
@@ -542,24 +602,19 @@ def sweep(trial_fn, batch_sizes: list[int], on_trial=None) -> dict:
             "largest_fit": max((t["batch_size"] for t in ok), default=None)}
 
 
-def sweep_model(model: str, runtime: str | None = None, threads: int = 1,
-                batch_sizes: str | list[int] | None = "auto", max_batch: int = 64,
-                runs: int = 50, seconds: float = 0.0, warmup: int = 5, device: str = "cpu",
-                memory_limit: int | None = None, trial_timeout: float = 900.0,
-                on_trial=None, python: str | None = None) -> dict:
+def sweep_model(spec: SweepSpec, on_trial=None, python: str | None = None) -> dict:
     """The full measurement of one model file: a child per batch size, then the summary."""
-    runtime = runtime or default_runtime(model)
+    runtime = spec.runtime or default_runtime(spec.model)
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; choose one of {RUNTIMES}")
-    sizes = batch_plan(batch_sizes, max_batch)
+    spec = replace(spec, runtime=runtime)
+    sizes = batch_plan(spec.batch_sizes, spec.max_batch)
     tmp = tempfile.mkdtemp(prefix="hmff-bench-")
 
     def one(b: int) -> dict:
         path = os.path.join(tmp, f"trial_{b}.json")
-        cmd = trial_command(model, runtime, threads, b, runs_for_batch(b, runs), seconds,
-                            warmup if b == 1 else min(warmup, 2), device, memory_limit, path,
-                            keep_samples=(b == 1), python=python)
-        return run_child(cmd, path, trial_timeout, memory_limit)
+        cmd = trial_command(spec.trial(b), path, python=python)
+        return run_child(cmd, path, spec.trial_timeout, spec.memory_limit)
 
     try:
         result = sweep(one, sizes, on_trial)
@@ -567,15 +622,16 @@ def sweep_model(model: str, runtime: str | None = None, threads: int = 1,
         for name in os.listdir(tmp):
             os.unlink(os.path.join(tmp, name))
         os.rmdir(tmp)
+    model = spec.model
     first = result["trials"][0]
     ok1 = first["outcome"] == OK and first["batch_size"] == 1
     return {
-        "schema": SCHEMA, "runtime": runtime, "threads": threads, "device": device,
-        "memory_limit_bytes": memory_limit,
+        "schema": SCHEMA, "runtime": runtime, "threads": spec.threads, "device": spec.device,
+        "memory_limit_bytes": spec.memory_limit,
         "model_file": {"path": model, "name": os.path.basename(model),
                        "size_bytes": _file_size(model)},
-        "settings": {"runs": runs, "seconds": seconds, "warmup": warmup,
-                     "batch_sizes": sizes, "max_batch": max_batch},
+        "settings": {"runs": spec.runs, "seconds": spec.seconds, "warmup": spec.warmup,
+                     "batch_sizes": sizes, "max_batch": spec.max_batch},
         "hardware": hardware_info(), "versions": dict(first.get("versions") or {},
                                                       python=platform.python_version()),
         "load_s": first.get("load_s") if ok1 else None,
@@ -630,15 +686,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "info":
         print(json.dumps(hardware_info(), indent=2))
         return 0
+    device = "cpu" if args.device == "rpi" else args.device
     if args.cmd == "trial":
-        args.runtime = args.runtime or default_runtime(args.model)
-        return trial_main(args)
-    res = sweep_model(args.model, args.runtime, args.threads, args.batch_sizes, args.max_batch,
-                      args.runs, args.seconds, args.warmup,
-                      "cpu" if args.device == "rpi" else args.device, args.memory_limit,
-                      args.trial_timeout,
-                      on_trial=lambda t: print(f"batch {t['batch_size']}: {t['outcome']}",
-                                               file=sys.stderr, flush=True))
+        spec = TrialSpec(model=args.model, runtime=args.runtime or default_runtime(args.model),
+                         threads=args.threads, batch=args.batch, runs=args.runs,
+                         seconds=args.seconds, warmup=args.warmup, device=device,
+                         memory_limit=args.memory_limit, keep_samples=args.keep_samples)
+        return trial_main(spec, args.result)
+    spec = SweepSpec(model=args.model, runtime=args.runtime, threads=args.threads,
+                     batch_sizes=args.batch_sizes, max_batch=args.max_batch, runs=args.runs,
+                     seconds=args.seconds, warmup=args.warmup, device=device,
+                     memory_limit=args.memory_limit, trial_timeout=args.trial_timeout)
+    res = sweep_model(spec, on_trial=lambda t: print(f"batch {t['batch_size']}: {t['outcome']}",
+                                                     file=sys.stderr, flush=True))
     res["command"] = shlex.join([os.path.basename(sys.executable)] + sys.argv)
     print(json.dumps(res, indent=1))
     return 0

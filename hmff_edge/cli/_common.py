@@ -10,13 +10,14 @@ from typing import Any, TypeVar
 
 import typer
 
-from hmff_edge.errors import HmffEdgeError
+from hmff_edge.errors import ExitCode, HmffEdgeError
+from hmff_edge.tables import text_table as format_table  # noqa: F401 - until train/ and convert/ import hmff_edge.tables
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def handle_errors(fn: F) -> F:
-    """Turn :class:`HmffEdgeError` into ``Error: <message>`` on stderr and a non-zero exit.
+    """Turn :class:`HmffEdgeError` into ``Error: <message>`` on stderr and its class's exit code.
 
     Anything else is a bug and keeps its traceback.
     """
@@ -27,10 +28,10 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except HmffEdgeError as exc:
             typer.echo(f"Error: {exc}", err=True)
-            raise typer.Exit(code=exc.exit_code) from None
+            raise typer.Exit(code=int(exc.exit_code)) from None
         except KeyboardInterrupt:
             typer.echo("Interrupted.", err=True)
-            raise typer.Exit(code=130) from None
+            raise typer.Exit(code=int(ExitCode.INTERRUPTED)) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -54,24 +55,3 @@ def _json_default(o: Any) -> Any:
     if hasattr(o, "__fspath__"):
         return str(o)
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
-
-
-def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
-    """A plain aligned text table. ``columns`` is ``[(key, header), ...]``."""
-    cells = [[h for _, h in columns]]
-    for r in rows:
-        cells.append(["" if r.get(k) is None else str(r.get(k)) for k, _ in columns])
-    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
-    lines = []
-    for n, row in enumerate(cells):
-        lines.append("  ".join(c.rjust(w) if n and _numeric(c) else c.ljust(w)
-                               for c, w in zip(row, widths)).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _numeric(s: str) -> bool:
-    for ch in ".-+%,x":
-        s = s.replace(ch, "")
-    return s.isdigit()

@@ -1,27 +1,54 @@
-"""``hmff-edge bench MODEL... --device cpu|gpu|rpi`` and ``hmff-edge bench compare MODEL...``."""
+"""``hmff-edge bench [run] MODEL... --device cpu|gpu|rpi`` and ``hmff-edge bench compare``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from hmff_edge.cli._app import app
 from hmff_edge.cli._common import handle_errors, print_json
 
 
-@app.command("bench")
+class _RunByDefault(TyperGroup):
+    """``bench MODEL...`` means ``bench run MODEL...``: anything but a sub-command name or
+    ``--help`` as the first argument selects ``run``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+bench_app = typer.Typer(
+    cls=_RunByDefault, no_args_is_help=True, rich_markup_mode=None,
+    help="Latency, throughput and the batch sweep of exported models ('run', the default), "
+         "and the side-by-side table of saved results ('compare').")
+app.add_typer(bench_app, name="bench")
+
+# Options that `run` and `compare` share.
+_BASELINE = typer.Option(None, "--baseline", help="Ratios in the Table 5 shape (compare.md) "
+                                                  "against this model (default: the first)")
+_JSON = typer.Option(False, "--json", help="Print the results as JSON")
+_ROOFLINE = typer.Option(False, "--roofline", help="Also each LiteRT model's MACs, bytes moved, "
+                         "this machine's measured GEMM peak and bandwidth, the lower-bound "
+                         "time and the achieved share (hmff_edge.bench.roofline)")
+_OUT = typer.Option(None, "--out", "-o", help="Write results.json, trials.csv, results.md, "
+                                              "compare.md and PNG plots (with matplotlib) here")
+
+
+@bench_app.command("run")
 @handle_errors
-def bench_cmd(
+def run_cmd(
     models: list[str] = typer.Argument(
         ..., metavar="MODEL...",
         help="Exported .tflite/.onnx/.keras files or SavedModel folders, or variant names "
-             "(exported on the fly with random weights). Start with 'compare' for the "
-             "side-by-side table of the paper's Table 5 (arguments may then also be "
-             "results.json files from earlier runs)."),
+             "(exported on the fly with random weights and cached)."),
     device: str = typer.Option("cpu", "--device", "-d", help="cpu | gpu | rpi"),
     profile: str = typer.Option(None, "--profile",
-                                help="Device profile name or JSON file (bench/profiles/); "
+                                help="Device profile name (cpu, gpu, rpi4, rpi5) or a JSON file; "
                                      "default: the device's (rpi -> rpi4)"),
     runtime: str = typer.Option(None, "--runtime", "-r",
                                 help="litert | onnxruntime | tensorflow (default: from the "
@@ -47,67 +74,70 @@ def bench_cmd(
     img_size: int = typer.Option(224, "--img-size", help="Input size (variant names)"),
     classes: int = typer.Option(10, "--classes", help="Classes (variant names)"),
     cache: Path = typer.Option(None, "--cache", help="Where variant exports are kept "
-                                                     "(default bench/.cache)"),
-    baseline: str = typer.Option(None, "--baseline", help="compare: ratios against this "
-                                                          "model (default: the first)"),
-    json_out: bool = typer.Option(False, "--json", help="Print the results as JSON"),
-    out: Path = typer.Option(None, "--out", "-o",
-                             help="Write results.json, trials.csv, results.md, compare.md "
-                                  "and PNG plots here"),
+                                                     "(default: ~/.cache/hmff-edge/bench, "
+                                                     "or $XDG_CACHE_HOME/hmff-edge/bench)"),
+    baseline: str = _BASELINE,
+    json_out: bool = _JSON,
+    out: Path = _OUT,
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars"),
-    roofline: bool = typer.Option(False, "--roofline", help="Also print each LiteRT model's "
-                                  "MACs, bytes moved, this machine's measured GEMM peak and "
-                                  "bandwidth, the lower-bound time and the achieved share"),
+    roofline: bool = _ROOFLINE,
 ) -> None:
     """Latency and throughput of exports: load time, first inference, batch-1 latency
     (mean, std, min, p50, p90, p99) and a batch sweep 1, 2, 4, ... until out-of-memory or
     --max-batch, every trial in its own process. --device rpi without --host runs the Pi
     profile locally and labels every output as an emulation."""
     from hmff_edge.bench import BenchOptions, bench
-    from hmff_edge.bench.report import (
-        compare_table,
-        load_results,
-        terminal_table,
-        write_outputs,
-    )
+    from hmff_edge.bench.report import compare_table, terminal_table
 
-    compare = bool(models) and models[0] == "compare"
-    if compare:
-        models = models[1:]
-        if not models:
-            from hmff_edge.errors import ConfigError
-
-            raise ConfigError("bench compare needs at least one MODEL or results.json")
     opts = BenchOptions(
         device=device, profile=profile, runtime=runtime, threads=threads,
         batch_sizes=batch_sizes, max_batch=max_batch, memory_limit=memory_limit, runs=runs,
         seconds=seconds, warmup=warmup, host=host, ssh_key=ssh_key, ssh_port=ssh_port,
         ssh_options=tuple(ssh_option), remote_python=remote_python, quant=quant,
         img_size=img_size, classes=classes, cache=str(cache) if cache else None)
-    results: list[dict] = []
-    to_run = []
-    for m in models:
-        if compare and m.endswith(".json") and Path(m).is_file():
-            results.extend(load_results(m))
-        else:
-            to_run.append(m)
-    if to_run:
-        results.extend(bench(to_run, opts, progress=not (no_progress or json_out)))
+    results = bench(models, opts, progress=not (no_progress or json_out))
+    _emit(results, out, baseline, json_out, table=terminal_table(results), roofline=roofline)
+    if not json_out and len(results) > 1:
+        typer.echo("\n" + compare_table(results, baseline))
+
+
+@bench_app.command("compare")
+@handle_errors
+def compare_cmd(
+    results_files: list[Path] = typer.Argument(
+        ..., metavar="RESULTS_JSON...",
+        help="results.json files written by 'bench run --out' (or its --json output)."),
+    baseline: str = _BASELINE,
+    json_out: bool = _JSON,
+    out: Path = _OUT,
+    roofline: bool = _ROOFLINE,
+) -> None:
+    """The paper's Table 5 shape (latency, throughput, params, MACs, GFLOP/s, ratio to a
+    baseline) from saved bench results, without measuring again."""
+    from hmff_edge.bench.report import compare_table, load_results
+
+    results = [r for path in results_files for r in load_results(path)]
+    _emit(results, out, baseline, json_out, table=compare_table(results, baseline),
+          roofline=roofline)
+
+
+def _emit(results: list[dict], out: Path | None, baseline: str | None, json_out: bool,
+          table: str, roofline: bool = False) -> None:
+    """Files under ``out``, then JSON or the human table on stdout (with ``roofline``, each
+    LiteRT result gets its roofline first and the roofline table follows)."""
+    from hmff_edge.bench.report import write_outputs
+    from hmff_edge.bench.runner import SCHEMA
+
     if roofline:
-        from hmff_edge.bench.roofline import attach
+        from hmff_edge.bench.roofline import attach, results_table
 
         attach(results)
-    if out:
-        write_outputs(results, out, baseline=baseline)
-    if json_out:
-        from hmff_edge.bench.runner import SCHEMA
+        table += "\n\n" + results_table(results)
 
+    written = write_outputs(results, out, baseline=baseline) if out else []
+    if json_out:
         print_json({"schema": SCHEMA, "results": results})
         return
-    typer.echo(compare_table(results, baseline) if compare else terminal_table(results))
-    if roofline:
-        from hmff_edge.bench.roofline import results_table
-
-        typer.echo("\n" + results_table(results))
-    if out:
-        typer.echo(f"Wrote results.json, trials.csv, results.md, compare.md and plots to {out}")
+    typer.echo(table)
+    if written:
+        typer.echo(f"Wrote {', '.join(p.name for p in written)} to {out}")

@@ -18,8 +18,8 @@ def export_cmd(
     fmt: str = typer.Option(None, "--format", "-f", help="savedmodel | tflite | onnx | all "
                             "(comma-separated list allowed). Default all."),
     quantize: str = typer.Option(None, "--quantize", "-q", help="none | fp16 | dynamic | int8 "
-                                 "| all (comma list). Default: none for one format, every "
-                                 "supported one with --format all."),
+                                 "| int16x8 (TFLite only) | all (comma list). Default: none for "
+                                 "one format, every supported one with --format all."),
     calib_data: Path = typer.Option(None, "--calib-data", help="Calibration image folder for "
                                     "int8 (default: the run's training data)."),
     calib_samples: int = typer.Option(None, "--calib-samples", help="Calibration images "
@@ -48,11 +48,28 @@ def export_cmd(
                                  "size (the grouped form; default otherwise)."),
     form_table: Path = typer.Option(None, "--form-table", help="Per-device form timings "
                                     "(bench/form_table.py) to use instead of the shipped one."),
+    calib_method: str = typer.Option(None, "--calib-method", help="ONNX int8 calibration: "
+                                     "minmax (default) | entropy | percentile."),
+    no_qat: bool = typer.Option(False, "--no-qat", help="Never fine-tune: int8 that misses the "
+                                "gate with post-training quantization fails."),
+    qat_epochs: int = typer.Option(None, "--qat-epochs", help="Epochs of the QAT fine-tune the "
+                                   "int8 ladder runs when post-training int8 misses the gate "
+                                   "(default 2; needs the run's training data)."),
+    diagnose: bool = typer.Option(False, "--diagnose", help="Per-layer int8 error table and "
+                                  "plot for every int8 TFLite (always for failed ones)."),
+    verify_on: str = typer.Option(None, "--verify-on", help="rpi4 | rpi5: also run each "
+                                  "TFLite artifact in the emulated arm64 runtime (hmff-edge "
+                                  "device; needs root) and compare with this host's outputs."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Export to SavedModel / TFLite / ONNX, verify each artifact against Keras in its own
-    runtime, and write the artifacts with metadata plus export_report.json."""
+    runtime, and write the artifacts with metadata plus export_report.json.
+
+    int8 is a ladder: post-training quantization first; if it misses the gate (97% top-1
+    agreement, at most 1.0 point accuracy drop) and SOURCE is a run whose training data is
+    reachable, a short quantization-aware fine-tune (--qat-epochs) and a second try. The
+    table ends with size, accuracy, drop and batch-1 latency per artifact."""
     from hmff_edge.convert import ExportOptions, export
     from hmff_edge.convert.options import load_recipe
     from hmff_edge.errors import VerificationError
@@ -60,11 +77,16 @@ def export_cmd(
     given = {"formats": fmt, "quantizations": quantize, "calib_data": calib_data,
              "calib_samples": calib_samples, "io_dtype": io_dtype, "eval_data": eval_data,
              "eval_samples": eval_samples, "verify_samples": verify_samples, "opset": opset,
-             "optimize": optimize, "form_table": form_table}
+             "optimize": optimize, "form_table": form_table,
+             "calib_method": calib_method, "qat_epochs": qat_epochs}
     settings = load_recipe(recipe) if recipe is not None else {}
     settings.update({k: v for k, v in given.items() if v is not None})
+    if no_qat:
+        settings["qat"] = False
+    if diagnose:
+        settings["diagnose"] = True
     options = ExportOptions(out=out, verify=not no_verify, img_size=img_size, classes=classes,
-                            progress=not (quiet or json_out), **settings)
+                            progress=not (quiet or json_out), verify_on=verify_on, **settings)
     options.validate()  # option errors before TensorFlow is imported
     try:
         report = export(source, options)

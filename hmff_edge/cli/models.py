@@ -5,7 +5,8 @@ from __future__ import annotations
 import typer
 
 from hmff_edge.cli._app import app
-from hmff_edge.cli._common import format_table, handle_errors, print_json
+from hmff_edge.cli._common import handle_errors, print_json
+from hmff_edge.tables import text_table
 
 
 def _fmt_int(n):
@@ -53,7 +54,7 @@ def models_cmd(
         for r in rows
     ]
     typer.echo(f"{img_size}x{img_size} input, {classes} classes")
-    typer.echo(format_table(view, [
+    typer.echo(text_table(view, [
         ("name", "model"), ("params", "params"), ("paper_params", "paper"), ("dp", "dev"),
         ("macs", "MACs"), ("paper_macs", "paper"), ("dm", "dev"), ("acc", "paper acc"),
     ]))

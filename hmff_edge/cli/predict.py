@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 from hmff_edge.cli._app import app
-from hmff_edge.cli._common import format_table, handle_errors, print_json
+from hmff_edge.cli._common import handle_errors, print_json
+from hmff_edge.tables import text_table
 
 
 @app.command("predict")
@@ -59,5 +60,5 @@ def predict(
          "probability": f"{t['probability']:.4f}"}
         for r in results for rank, t in enumerate(r["top_k"], 1)
     ]
-    typer.echo(format_table(rows, [("image", "image"), ("rank", "rank"), ("label", "label"),
+    typer.echo(text_table(rows, [("image", "image"), ("rank", "rank"), ("label", "label"),
                                    ("probability", "probability")]))

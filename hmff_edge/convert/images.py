@@ -23,6 +23,7 @@ class ImageSet:
     x: np.ndarray  # float32 NHWC normalized
     y: np.ndarray | None  # label index into the model's labels, or None when unknown
     source: str
+    ids: list[str] | None = None  # file paths, or "train[i]" rows of an in-memory set
 
     def __len__(self) -> int:
         return len(self.x)
@@ -73,17 +74,61 @@ def load_images(folder: str | os.PathLike, *, img_size: int, mean: list[float],
     return ImageSet(x=x, y=None if (y < 0).any() else y, source=str(root))
 
 
-def load_run_data(spec: Any, *, split: str, img_size: int, mean: list[float],
-                  std: list[float], labels: list[str], limit: int = 0, seed: int = 0) -> ImageSet:
-    """Images from the run's own data spec (``config.json`` ``data``) through the training
-    helper's data API (:func:`hmff_edge.data.load_eval_arrays`: image folders, CIFAR
-    pickles, the embedded digits), labels mapped by name onto the model's labels."""
+def run_split(config: dict[str, Any], part: str):
+    """The rows of a run's data that training used for ``part``: ``"train"`` (the training
+    split: calibration) or ``"held_out"`` (the split ``metrics.json`` was computed on: the
+    test split, or ``--test-data``, or else the validation share, with the run's own
+    ``val_split`` and ``seed``). Returns ``(source, split, ids)``: ``ids`` are file paths,
+    or ``train[i]`` rows of an in-memory training set."""
     from hmff_edge import data
 
-    source = data.resolve_source(spec)
-    pixels, y = data.load_eval_arrays(source, img_size, limit or None, split, seed=seed)
+    source = data.resolve_source(config.get("data"))
+    if part == "held_out" and config.get("test_data"):
+        tsrc = data.resolve_source(config["test_data"])
+        split = tsrc.test if tsrc.test is not None else tsrc.train
+        remap = np.array([source.class_names.index(n) for n in tsrc.class_names], np.int64)
+        split = data.Split(labels=remap[split.labels], paths=split.paths, images=split.images)
+        return source, split, _ids(split, "test-data")
+    if part == "held_out" and source.test is not None:
+        return source, source.test, _ids(source.test, "test")
+    # The same split_validation call as training, on row numbers: which rows went where.
+    rows = data.Split(labels=source.train.labels,
+                      paths=[str(i) for i in range(len(source.train))])
+    train, val = data.split_validation(rows, float(config.get("val_split", 0.1)),
+                                       int(config.get("seed", 0)))
+    chosen = train if part == "train" else val
+    idx = np.asarray([int(p) for p in chosen.paths], np.int64)
+    split = source.train.subset(idx)
+    return source, split, _ids(split, "train", idx)
+
+
+def _ids(split, tag: str, rows: np.ndarray | None = None) -> list[str]:
+    if split.paths is not None:
+        return [str(p) for p in split.paths]
+    rows = np.arange(len(split)) if rows is None else rows
+    return [f"{tag}[{int(i)}]" for i in rows]
+
+
+def load_run_images(config: dict[str, Any], part: str, *, img_size: int, mean: list[float],
+                    std: list[float], labels: list[str], limit: int = 0,
+                    seed: int = 0) -> ImageSet:
+    """Up to ``limit`` images (0 = all, sampled with ``seed``) of :func:`run_split`'s
+    ``part``, through the training preprocessing, labels mapped onto the model's labels."""
+    from hmff_edge import data
+
+    source, split, ids = run_split(config, part)
+    if limit and limit < len(split):
+        keep = np.sort(np.random.default_rng(seed).permutation(len(split))[:limit])
+        split, ids = split.subset(keep), [ids[i] for i in keep]
+    dec = data.decode_split(split, img_size)
+    if dec.skipped:
+        bad = {p for p, _ in dec.skipped}
+        ids = [i for i in ids if i not in bad]
+    if len(dec.labels) == 0:
+        raise DataError(f"no readable images in the {part} split of {source.spec!r}")
     index = {name: i for i, name in enumerate(labels)}
     remap = np.asarray([index.get(n, -1) for n in source.class_names], np.int64)
-    y = remap[np.asarray(y, np.int64)]
-    return ImageSet(x=normalize(pixels, mean, std), y=None if (y < 0).any() else y,
-                    source=f"{source.spec} ({split})")
+    y = remap[dec.labels]
+    name = "held-out" if part == "held_out" else part
+    return ImageSet(x=normalize(dec.images, mean, std), y=None if (y < 0).any() else y,
+                    source=f"{source.spec} ({name})", ids=ids)

@@ -13,18 +13,25 @@ from pathlib import Path
 from hmff_edge.errors import ConfigError
 
 FORMATS = ("savedmodel", "tflite", "onnx")
-QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
+QUANTIZATIONS = ("none", "fp16", "dynamic", "int8", "int16x8")
 IO_DTYPES = ("float32", "int8", "uint8")
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+# Quantizations that "all" leaves out: asked for by name only (int16x8 runs outside XNNPACK).
+OPT_IN = ("int16x8",)  # onnxruntime's static calibration
+MAX_QAT_EPOCHS = 100
 
 # Which quantizations each format supports, in the order they are exported.
 SUPPORTED: dict[str, tuple[str, ...]] = {
     "savedmodel": ("none",),
-    "tflite": ("none", "fp16", "dynamic", "int8"),
+    # int16x8: int16 activations, int8 weights. Near float accuracy for swish networks, but
+    # LiteRT runs it on reference kernels (no XNNPACK), so it is never published as int8.
+    "tflite": ("none", "fp16", "dynamic", "int8", "int16x8"),
     "onnx": ("none", "int8"),
 }
 
 # File stems: tflite_fp32.tflite, onnx_int8.onnx, savedmodel/ ...
-_TAG = {"none": "fp32", "fp16": "fp16", "dynamic": "dynamic", "int8": "int8"}
+_TAG = {"none": "fp32", "fp16": "fp16", "dynamic": "dynamic", "int8": "int8",
+        "int16x8": "int16x8"}
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,12 @@ class ExportOptions:
     img_size: int | None = None  # variant-name sources (and overrides nothing else)
     classes: int | None = None
     opset: int = 17
+    calib_method: str = "minmax"  # ONNX int8 (onnxruntime quantize_static)
+    qat: bool = True  # int8 ladder: fine-tune with QAT when post-training int8 misses the gate
+    qat_epochs: int = 2
+    diagnose: bool = False  # per-layer int8 error table for every int8 artifact
+    latency: bool = True  # batch-1 latency of each artifact in its runtime
+    verify_on: str | None = None  # rpi4 | rpi5: also compare TFLite outputs in emulated arm64
     progress: bool = True
     # Graph form of each grouped 1x1 (hmff_edge.convert.forms): latency | size; None =
     # latency for int8, size for the rest. form_table: a per-device table to use instead.
@@ -125,6 +138,12 @@ class ExportOptions:
                 f"--io-dtype {self.io_dtype} only applies to a full-integer TFLite export "
                 "(--format tflite --quantize int8)"
             )
+        if self.calib_method not in CALIB_METHODS:
+            raise ConfigError(f"unknown calibration method {self.calib_method!r}; choose from "
+                              f"{', '.join(CALIB_METHODS)}")
+        if not isinstance(self.qat_epochs, int) or not 1 <= self.qat_epochs <= MAX_QAT_EPOCHS:
+            raise ConfigError(f"--qat-epochs must be an integer from 1 to {MAX_QAT_EPOCHS}, got "
+                              f"{self.qat_epochs!r} (--no-qat turns the QAT step off)")
         if self.calib_samples < 1:
             raise ConfigError(f"calib_samples must be >= 1, got {self.calib_samples}")
         if self.eval_samples < 0:
@@ -133,6 +152,13 @@ class ExportOptions:
             raise ConfigError(f"verify_samples must be >= 1, got {self.verify_samples}")
         if self.img_size is not None and self.img_size < 1:
             raise ConfigError(f"img_size must be positive, got {self.img_size}")
+        if self.verify_on is not None:
+            from hmff_edge.device.targets import get_target
+
+            get_target(self.verify_on)  # ConfigError naming rpi4, rpi5
+            if not self.verify or not any(t.format == "tflite" for t in targets):
+                raise ConfigError("--verify-on compares TFLite artifacts on the verification "
+                                  "images: it needs a tflite format and no --no-verify")
         if self.classes is not None and self.classes < 2:
             raise ConfigError(f"classes must be >= 2, got {self.classes}")
         if self.optimize is not None:
@@ -147,7 +173,11 @@ class ExportOptions:
 
     @property
     def needs_calibration(self) -> bool:
-        return any(t.quantization == "int8" for t in self.targets())
+        return any(t.quantization in CALIBRATED for t in self.targets())
+
+
+# Quantizations whose conversion needs calibration images.
+CALIBRATED = ("int8", "int16x8")
 
 
 def _is_all(v: list[str] | str | None) -> bool:
@@ -167,7 +197,7 @@ def _names(value: list[str] | str, allowed: tuple[str, ...], what: str) -> list[
             if not s:
                 continue
             if s == "all":
-                names.extend(allowed)
+                names.extend(n for n in allowed if n not in OPT_IN)
             elif s in allowed:
                 names.append(s)
             else:
@@ -178,7 +208,8 @@ def _names(value: list[str] | str, allowed: tuple[str, ...], what: str) -> list[
 
 
 RECIPE_KEYS = ("formats", "quantizations", "calib_data", "calib_samples", "io_dtype",
-               "eval_data", "eval_samples", "verify_samples", "opset")
+               "eval_data", "eval_samples", "verify_samples", "opset", "calib_method", "qat",
+               "qat_epochs", "diagnose")
 
 
 def load_recipe(path: str | os.PathLike) -> dict:

@@ -28,12 +28,13 @@ import numpy as np
 
 from hmff_edge import __version__
 from hmff_edge.convert._child import run_in_child
-from hmff_edge.convert.images import ImageSet, load_images, load_run_data
-from hmff_edge.convert.options import ExportOptions, Target
+from hmff_edge.convert.diagnose import diagnose
+from hmff_edge.convert.images import ImageSet, load_images, load_run_images
+from hmff_edge.convert.options import CALIBRATED, ExportOptions, Target
 from hmff_edge.convert.registry import get_exporter
 from hmff_edge.convert.report import ArtifactResult, ExportReport, path_size
 from hmff_edge.convert.source import ResolvedSource, resolve_source
-from hmff_edge.convert.verify import compare
+from hmff_edge.convert.verify import batch1_latency_ms, compare
 from hmff_edge.errors import ArtifactError, ConfigError, VerificationError
 from hmff_edge.metadata import ArtifactMetadata, write_sidecar
 
@@ -54,8 +55,8 @@ def export(source: str | os.PathLike, options: ExportOptions | None = None) -> E
         src = resolve_source(source, img_size=options.img_size, classes=options.classes,
                              workdir=Path(work))
         out = Path(options.out) if options.out else _default_out(src)
-        calib = _calibration(src, options) if any(t.quantization == "int8" for t in targets) \
-            else None
+        calib = (_calibration(src, options)
+                 if any(t.quantization in CALIBRATED for t in targets) else None)
         verify_set = _verification_set(src, options, calib) if options.verify else None
         calib_npy = None
         if calib is not None:
@@ -79,12 +80,16 @@ def export(source: str | os.PathLike, options: ExportOptions | None = None) -> E
         try:
             produced = _convert_all(src, options, targets, stage, calib_npy, verify_set,
                                     reference, report)
+            if options.verify_on and verify_set is not None:
+                from hmff_edge.device.verify import check_export
+
+                check_export(options.verify_on, report, produced, verify_set.x)
             report.seconds = round(time.perf_counter() - t0, 2)
             good = [item for item, a in zip(produced, report.artifacts) if a.passed]
             for a in report.artifacts:
                 a.published = a.passed
             if good:
-                _publish(good, out, report)
+                _publish(good, out, report, stage)
                 published = True
             if not report.passed:
                 failed = [f"{a.label}: " + "; ".join(
@@ -114,59 +119,116 @@ def _convert_all(src: ResolvedSource, options: ExportOptions, targets: list[Targ
     bar = tqdm(targets, desc="export", unit="artifact", disable=not options.progress)
     for target in bar:
         bar.set_postfix_str(target.label)
-        t1 = time.perf_counter()
-        exporter = get_exporter(target.format)
-        raw = stage / f"raw_{target.filename}"
-        final = stage / target.filename
-        spec: dict[str, Any] = {
-            "keras": str(src.keras_path), "img_size": src.img_size,
-            "quantization": target.quantization, "out": str(raw),
-            "calib": str(calib_npy) if calib_npy else None, "io_dtype": options.io_dtype,
-            "opset": options.opset,
-            "fp32_tflite": str(raw_paths["tflite-fp32"]) if "tflite-fp32" in raw_paths else None,
-            "fp32_onnx": str(raw_paths["onnx-fp32"]) if "onnx-fp32" in raw_paths else None,
-            "optimize": options.optimize,
-            "form_table": str(options.form_table) if options.form_table else None,
-        }
-        child = run_in_child(exporter.module, "convert", spec, what=f"{target.label} conversion")
-        raw_paths[target.label] = raw
-        ins, outs = exporter.io_specs(raw, src.num_classes)
-        meta = _metadata(src, target, ins, outs, report)
-        if child.get("graph_forms"):  # hmff_edge.convert.forms: which form each grouped 1x1 took
-            meta.extra["graph_forms"] = child["graph_forms"]
-        if exporter.is_dir:  # SavedModel: embed in place, then the folder is the artifact
-            exporter.embed_metadata(raw, raw, meta.to_json())
-            final = raw
-        else:
-            exporter.embed_metadata(raw, final, meta.to_json())
-        hist = exporter.op_histogram(final)
-        result = ArtifactResult(label=target.label, format=target.format,
-                                quantization=target.quantization, path=target.filename,
-                                size_bytes=path_size(final), ops=dict(sorted(hist.items())),
-                                metadata=meta.to_dict())
-        result.problems = _graph_problems(target, final, hist, src)
-        if verify_set is not None and reference is not None:
-            try:
-                got = exporter.predict(final, verify_set.x)
-                result.verification = compare(reference, got, verify_set.y,
-                                              target.quantization).to_dict()
-            except (VerificationError, ArtifactError) as exc:  # cannot run: a failed check
-                result.problems.append(str(exc))
-        result.seconds = round(time.perf_counter() - t1, 2)
+        spec = _spec(src, options, target, stage, calib_npy, raw_paths)
+        item, result = _convert_one(src, options, target, spec, stage, verify_set, reference,
+                                    report)
+        raw_paths[target.label] = Path(spec["out"])
         report.artifacts.append(result)
-        produced.append((final, Path(target.filename), meta))
+        produced.append(item)
+    _int8_ladder(src, options, targets, stage, calib_npy, verify_set, reference, report,
+                 produced)
     return produced
 
 
+def _spec(src: ResolvedSource, options: ExportOptions, target: Target, stage: Path,
+          calib_npy: Path | None, raw_paths: dict[str, Path], tag: str = "") -> dict[str, Any]:
+    return {
+        "keras": str(src.keras_path), "img_size": src.img_size,
+        "quantization": target.quantization, "out": str(stage / f"raw{tag}_{target.filename}"),
+        "calib": str(calib_npy) if calib_npy else None, "io_dtype": options.io_dtype,
+        "opset": options.opset, "calib_method": options.calib_method,
+        "fp32_tflite": str(raw_paths["tflite-fp32"]) if "tflite-fp32" in raw_paths else None,
+        "fp32_onnx": str(raw_paths["onnx-fp32"]) if "onnx-fp32" in raw_paths else None,
+        "optimize": options.optimize,
+        "form_table": str(options.form_table) if options.form_table else None,
+    }
+
+
+def _convert_one(src: ResolvedSource, options: ExportOptions, target: Target,
+                 spec: dict[str, Any], stage: Path, verify_set: ImageSet | None,
+                 reference: np.ndarray | None, report: ExportReport, *, path: str = "ptq",
+                 judge=None) -> tuple[tuple[Path, Path, ArtifactMetadata], ArtifactResult]:
+    """Convert one target (child process), embed metadata, check and verify it.
+
+    ``judge(got) -> Verification`` replaces the plain comparison with ``reference``
+    (the QAT step's gate)."""
+    t1 = time.perf_counter()
+    exporter = get_exporter(target.format)
+    raw = Path(spec["out"])
+    final = stage / (target.filename if path == "ptq" else f"{path}_{target.filename}")
+    child = run_in_child(exporter.module, "convert", spec, what=f"{target.label} conversion")
+    ins, outs = exporter.io_specs(raw, src.num_classes)
+    meta = _metadata(src, target, ins, outs, report, path)
+    if child.get("graph_forms"):  # hmff_edge.convert.forms: which form each grouped 1x1 took
+        meta.extra["graph_forms"] = child["graph_forms"]
+    if exporter.is_dir:  # SavedModel: embed in place, then the folder is the artifact
+        exporter.embed_metadata(raw, raw, meta.to_json())
+        final = raw
+    else:
+        exporter.embed_metadata(raw, final, meta.to_json())
+    hist = exporter.op_histogram(final)
+    result = ArtifactResult(label=target.label, format=target.format,
+                            quantization=target.quantization, path=target.filename,
+                            size_bytes=path_size(final), ops=dict(sorted(hist.items())),
+                            metadata=meta.to_dict())
+    if target.quantization in ("int8", "int16x8"):
+        result.extra["quantization_path"] = path
+    result.problems = _graph_problems(target, final, hist, src)
+    if verify_set is not None and reference is not None:
+        try:
+            got = exporter.predict(final, verify_set.x)
+            v = judge(got) if judge else compare(reference, got, verify_set.y,
+                                                 target.quantization)
+            result.verification = v.to_dict()
+        except (VerificationError, ArtifactError) as exc:  # cannot run: a failed check
+            result.problems.append(str(exc))
+    if options.latency and not exporter.is_dir and verify_set is not None:
+        result.latency_ms = batch1_latency_ms(final, verify_set.x[:1])
+    result.seconds = round(time.perf_counter() - t1, 2)
+    return (final, Path(target.filename), meta), result
+
+
+def _int8_ladder(src: ResolvedSource, options: ExportOptions, targets: list[Target],
+                 stage: Path, calib_npy: Path | None, verify_set: ImageSet | None,
+                 reference: np.ndarray | None, report: ExportReport, produced: list) -> None:
+    """Post-training int8 that missed the gate -> QAT fine-tune -> convert and verify again
+    (see :mod:`hmff_edge.convert.ladder`); per-layer diagnosis of int8 that still fails."""
+    from hmff_edge.convert import ladder
+
+    failed = [i for i, a in enumerate(report.artifacts) if ladder.needs_qat(a)]
+    why_not = ladder.qat_unavailable(src, options) if failed else None
+    if failed and why_not is None and verify_set is not None and reference is not None:
+        qat_dir, metrics = ladder.fine_tune(src, options, stage)
+        ladder.record_qat(report, qat_dir, {**metrics, "epochs": options.qat_epochs})
+        qat_ref = ladder.qat_reference(qat_dir, verify_set.x)
+        for i in failed:
+            target = targets[i]
+            spec = ladder.qat_spec(_spec(src, options, target, stage, calib_npy, {}, "_qat"),
+                                   target, qat_dir)
+            item, result = _convert_one(
+                src, options, target, spec, stage, verify_set, qat_ref, report, path="qat",
+                judge=lambda got: ladder.verify_qat(reference, qat_ref, got, verify_set))
+            result.attempts = [ladder.summary(report.artifacts[i])]
+            report.artifacts[i], produced[i] = result, item
+    for i, a in enumerate(report.artifacts):
+        if a.quantization == "int8" and a.format == "tflite" and (options.diagnose
+                                                                   or not a.passed):
+            spec = _spec(src, options, targets[i], stage, calib_npy, {}, "_diag")
+            a.diagnosis = diagnose(spec, stage / f"diagnosis_{a.label}.png")
+        a.hint = ladder.hint(a, why_not)
+
+
 def _graph_problems(target: Target, path: Path, hist, src: ResolvedSource) -> list[str]:
+    full_integer = target.quantization == "int8"
     if target.format == "tflite":
         from hmff_edge.convert import to_tflite
 
-        return to_tflite.check_graph(hist, max_transposes=_interleave_count(src))
+        return to_tflite.check_graph(hist, max_transposes=_interleave_count(src), path=path,
+                                     full_integer=full_integer)
     if target.format == "onnx":
         from hmff_edge.convert import to_onnx
 
-        return to_onnx.check_graph(path)
+        return to_onnx.check_graph(path, full_integer=full_integer)
     return []
 
 
@@ -203,11 +265,15 @@ def _walk(layer):
                                                                       recursive=False))
 
 
-def _metadata(src: ResolvedSource, target: Target, ins, outs, report: ExportReport) -> ArtifactMetadata:
+def _metadata(src: ResolvedSource, target: Target, ins, outs, report: ExportReport,
+              path: str = "ptq") -> ArtifactMetadata:
     extra: dict[str, Any] = {"source": src.origin, "hmff_edge_version": __version__,
                              "exported_by": "hmff-edge export"}
-    if report.calibration and target.quantization == "int8":
+    if report.calibration and target.quantization in CALIBRATED:
         extra["calibration"] = report.calibration
+        extra["quantization_path"] = path
+        if path == "qat" and report.qat:
+            extra["qat"] = dict(report.qat)
     return ArtifactMetadata(
         model=src.model, labels=list(src.labels), height=src.img_size, width=src.img_size,
         channels=3, layout="NHWC", mean=list(src.mean), std=list(src.std),
@@ -216,8 +282,20 @@ def _metadata(src: ResolvedSource, target: Target, ins, outs, report: ExportRepo
     )
 
 
-def _publish(produced, out: Path, report: ExportReport) -> None:
-    """Move verified artifacts from the staging folder to their final names."""
+def _publish(produced, out: Path, report: ExportReport, stage: Path) -> None:
+    """Move verified artifacts from the staging folder to their final names, with the QAT
+    run they came from and the diagnosis plots."""
+    from hmff_edge.convert.ladder import QAT_RUN
+
+    extras = sorted(stage.glob("diagnosis_*.png"))
+    if report.qat and any(a.published and a.extra.get("quantization_path") == "qat"
+                          for a in report.artifacts):
+        extras.append(stage / QAT_RUN)
+    for p in extras:
+        dst = out / p.name
+        if dst.is_dir():
+            shutil.rmtree(dst)
+        os.replace(p, dst)
     for staged, name, meta in produced:
         dst = out / name
         if staged.is_dir():
@@ -246,7 +324,7 @@ def _calibration(src: ResolvedSource, options: ExportOptions) -> ImageSet:
         return load_images(options.calib_data, prefer=("train",), progress=options.progress,
                            **common)
     if src.has_data:
-        return load_run_data(src.data, split="train", **common)
+        return load_run_images(src.config, "train", **common)
     raise ConfigError(
         f"int8 quantization needs calibration images: pass --calib-data (SOURCE "
         f"{src.origin!r} is not a run folder whose config.json names its training data)"
@@ -255,17 +333,18 @@ def _calibration(src: ResolvedSource, options: ExportOptions) -> ImageSet:
 
 def _verification_set(src: ResolvedSource, options: ExportOptions,
                       calib: ImageSet | None) -> ImageSet:
-    """``--eval-data``; else the calibration folder or the run's data; else random pixels."""
+    """``--eval-data``; else the run's held-out split (never its training images); else the
+    calibration folder's test split (or the folder); else random pixels."""
     common = {"img_size": src.img_size, "mean": src.mean, "std": src.std, "labels": src.labels}
     if options.eval_data is not None:
         return load_images(options.eval_data, limit=options.eval_samples, seed=1,
                            progress=options.progress, **common)
+    if src.has_data:
+        return load_run_images(src.config, "held_out", limit=options.verify_samples, seed=1,
+                               **common)
     if options.calib_data is not None:
         return load_images(options.calib_data, limit=options.verify_samples, seed=1,
-                           prefer=("train",), progress=options.progress, **common)
-    if src.has_data:
-        return load_run_data(src.data, split="test", limit=options.verify_samples, seed=1,
-                             **common)
+                           progress=options.progress, **common)
     # A variant with random weights and no data at all: random pixels still compare the
     # runtimes with Keras (reported as such, never as accuracy).
     from hmff_edge.preprocess import normalize

@@ -11,9 +11,9 @@ from typing import Any
 from hmff_edge.metadata import atomic_write_bytes
 
 TABLE_COLUMNS = [
-    ("artifact", "format"), ("size_mb", "size MB"), ("op_count", "ops"),
-    ("max_diff", "max diff"), ("agreement", "top-1 agree"), ("accuracy", "accuracy"),
-    ("status", "status"),
+    ("artifact", "format"), ("via", "via"), ("size_mb", "size MB"), ("op_count", "ops"),
+    ("latency", "ms (b1)"), ("max_diff", "max diff"), ("agreement", "top-1 agree"),
+    ("accuracy", "accuracy (drop)"), ("status", "status"),
 ]
 
 
@@ -32,6 +32,11 @@ class ArtifactResult:
     seconds: float = 0.0
     metadata: dict[str, Any] = field(default_factory=dict)
     published: bool = False  # moved to its final name (only artifacts that passed)
+    extra: dict[str, Any] = field(default_factory=dict)  # quantization_path: ptq | qat
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # earlier ladder steps
+    latency_ms: float | None = None  # batch 1, one thread, in the artifact's runtime
+    diagnosis: dict[str, Any] | None = None  # per-layer int8 error (--diagnose, failures)
+    hint: str | None = None  # what to do next when it failed
 
     @property
     def passed(self) -> bool:
@@ -43,6 +48,8 @@ class ArtifactResult:
         ref = v.get("reference_accuracy")
         return {
             "artifact": self.label,
+            "via": self.extra.get("quantization_path", "-"),
+            "latency": "-" if self.latency_ms is None else f"{self.latency_ms:.2f}",
             "size_mb": f"{self.size_bytes / 1e6:.3f}",
             "op_count": sum(self.ops.values()),
             "max_diff": f"{v['max_abs_diff']:.2e}" if v else "-",
@@ -50,7 +57,8 @@ class ArtifactResult:
             "accuracy": (f"{100 * acc:.2f}% ({100 * (acc - ref):+.2f})" if acc is not None
                          else "-"),
             "status": "ok" if self.passed else "FAIL: " + "; ".join(
-                self.problems + (v.get("failures") or [])),
+                self.problems + (v.get("failures") or [])) + (f" -> {self.hint}" if self.hint
+                                                              else ""),
         }
 
 
@@ -69,6 +77,7 @@ class ExportReport:
     calibration: dict[str, Any] | None = None
     options: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    qat: dict[str, Any] | None = None  # the ladder's QAT fine-tune, when it ran
 
     @property
     def passed(self) -> bool:
@@ -101,7 +110,15 @@ class ExportReport:
                 f"{self.verify_images} images ({self.verify_source})")
         if self.keras_accuracy is not None:
             head += f"; Keras accuracy {100 * self.keras_accuracy:.2f}%"
-        return head + "\n" + format_table(self.rows(), TABLE_COLUMNS)
+        if self.qat:
+            head += (f"\nQAT fine-tune ({self.qat['epochs']} epochs, {self.qat['seconds']:.0f} s): "
+                     f"QAT Keras accuracy {100 * (self.qat['accuracy'] or 0):.2f}% on the "
+                     f"{self.qat['split']} split (float {100 * (self.qat['float_accuracy'] or 0):.2f}%)")
+        text = head + "\n" + format_table(self.rows(), TABLE_COLUMNS)
+        for a in self.artifacts:
+            if a.diagnosis:
+                text += "\n\n" + diagnosis_table(a)
+        return text
 
     def markdown(self) -> str:
         cols = TABLE_COLUMNS
@@ -123,3 +140,19 @@ def path_size(path: str | os.PathLike) -> int:
     if p.is_file():
         return p.stat().st_size
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
+def diagnosis_table(a: ArtifactResult, worst: int = 8) -> str:
+    """The worst layers of an artifact's per-layer int8 error, as text."""
+    from hmff_edge.cli._common import format_table
+
+    d = a.diagnosis or {}
+    rows = [{"op": r["op"], "tensor": r["tensor"][-60:],
+             "err": "-" if r["rmse_scale"] is None else f"{r['rmse_scale']:.3f}",
+             "range": "[" + ", ".join("-" if v is None else f"{v:.3g}" for v in r["range"]) + "]"}
+            for r in d.get("worst", [])[:worst]]
+    head = (f"{a.label}: per-layer int8 error over {d.get('layers', 0)} ops (RMSE in quantization"
+            f" steps; 0.289 is pure rounding; median {d.get('median_rmse_scale', 0):.3f})"
+            + (f", plot {d['plot']}" if d.get("plot") else ""))
+    return head + "\n" + format_table(rows, [("op", "op"), ("tensor", "tensor"),
+                                              ("err", "rmse/scale"), ("range", "range")])

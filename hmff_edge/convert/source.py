@@ -29,6 +29,7 @@ class ResolvedSource:
     has_data: bool = False  # config.json names the data (None there means the digits)
     run_dir: Path | None = None
     origin: str = ""  # what the user typed
+    config: dict[str, Any] = field(default_factory=dict)  # the run's config.json
     keras_model: Any = field(default=None, repr=False)  # loaded on demand in the parent
     interleaves: int | None = None
 
@@ -97,7 +98,7 @@ def _described(model: Path, cfg: dict, kind: str, text: str, *, run_dir: Path | 
         kind=kind, keras_path=model, model=str(cfg.get("model", "custom")), img_size=int(size),
         labels=[str(s) for s in labels], mean=[float(v) for v in cfg.get("mean", DEFAULT_MEAN)],
         std=[float(v) for v in cfg.get("std", DEFAULT_STD)], data=cfg.get("data"),
-        has_data="data" in cfg,
+        has_data="data" in cfg, config=dict(cfg),
         run_dir=run_dir, origin=text,
     )
 

@@ -16,28 +16,35 @@ from typing import Any
 
 import numpy as np
 
-from hmff_edge.errors import ArtifactError, VerificationError
+from hmff_edge.errors import ArtifactError
 from hmff_edge.metadata import METADATA_KEY, TensorSpec, atomic_write_bytes
 
 BATCH_DIM = "batch"
 
 
 def convert(spec: dict) -> dict:
-    """Child process: ``spec['quantization']`` none -> fp32 ONNX, int8 -> QDQ ONNX."""
-    if spec["quantization"] == "int8":
+    """Child process: ``spec['quantization']`` none -> fp32 ONNX, int8 -> QDQ ONNX.
+
+    An int8 spec of a QAT model (``qat``) converts the model's full-integer TFLite (float
+    I/O) instead: its QDQ graph keeps the trained ranges. Otherwise int8 is onnxruntime's
+    static quantization of the fp32 graph (``calib_method``).
+    """
+    qat = spec["quantization"] == "int8" and spec.get("qat")
+    if spec["quantization"] == "int8" and not qat:
         return _quantize(spec)
     from hmff_edge._lazy import require
 
     require("tensorflow")
     tf2onnx = require("tf2onnx")
     onnx = require("onnx")
-    src = spec.get("fp32_tflite")
+    src = None if qat else spec.get("fp32_tflite")
     with tempfile.TemporaryDirectory() as tmp:
         if not src:  # no tflite-fp32 target in this export: make one for ONNX only
             from hmff_edge.convert import to_tflite
 
-            src = str(Path(tmp) / "fp32.tflite")
-            to_tflite.convert({**spec, "quantization": "none", "out": src})
+            src = str(Path(tmp) / "model.tflite")
+            to_tflite.convert({**spec, "quantization": "int8" if qat else "none",
+                               "io_dtype": "float32", "out": src})
         proto, _ = tf2onnx.convert.from_tflite(src, opset=spec.get("opset", 17))
     _dynamic_batch(proto)
     _rename_io(proto)
@@ -111,10 +118,17 @@ def _quantize(spec: dict) -> dict:
             # QLinearConv / QLinearMul...; with int8 activations it left 41 of 42 convolutions
             # as DequantizeLinear -> float Conv (hmff_edge.bench.onnx_int8 checks this).
             activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
-            calibrate_method=q.CalibrationMethod.MinMax,
+            calibrate_method=_CALIB[spec.get("calib_method") or "minmax"](q),
         )
         atomic_write_bytes(spec["out"], Path(out_tmp).read_bytes())
     return {"path": spec["out"]}
+
+
+_CALIB = {
+    "minmax": lambda q: q.CalibrationMethod.MinMax,
+    "entropy": lambda q: q.CalibrationMethod.Entropy,
+    "percentile": lambda q: q.CalibrationMethod.Percentile,
+}
 
 
 def _input_name(path: str) -> str:
@@ -132,12 +146,67 @@ def op_histogram(path: str | Path) -> Counter:
     return Counter(n.op_type for n in onnx.load(str(path)).graph.node)
 
 
-def check_graph(path: str | Path) -> list[str]:
-    """Problems: checker failure, fixed batch, ops onnxruntime cannot load."""
+# Ops that only move or reshape data: in a QDQ graph they may sit between a DequantizeLinear
+# and a QuantizeLinear without computing in float.
+_PASSTHROUGH = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity",
+                "Shape", "Gather", "Concat", "Slice", "Split"}
+_QDQ = {"QuantizeLinear", "DequantizeLinear"}
+
+
+def float_compute_nodes(proto: Any) -> list[str]:
+    """Compute nodes of a QDQ graph whose output is not requantized (they would run in
+    float in any runtime): every compute node's outputs must feed a QuantizeLinear, except
+    the graph output's producer chain after the last DequantizeLinear."""
+    consumers: dict[str, list[Any]] = {}
+    producer: dict[str, Any] = {}
+    for n in proto.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+        for o in n.output:
+            producer[o] = n
+    constant = {i.name for i in proto.graph.initializer}
+    outputs = {o.name for o in proto.graph.output}
+
+    def is_constant(name: str) -> bool:
+        p = producer.get(name)
+        return name in constant or (p is not None and p.op_type in ("DequantizeLinear",
+                                                                     "Constant")
+                                    and all(is_constant(i) for i in p.input))
+
+    def requantized(name: str) -> bool:
+        nxt = consumers.get(name, [])
+        if name in outputs or not nxt:
+            return True
+        for c in nxt:
+            if c.op_type == "QuantizeLinear":
+                continue
+            # A bias add after MatMul (tf2onnx's FULLY_CONNECTED): int32 bias in one kernel.
+            if (c.op_type == "Add" and any(is_constant(i) for i in c.input if i != name)
+                    and all(requantized(o) for o in c.output)):
+                continue
+            if c.op_type in _PASSTHROUGH and all(requantized(o) for o in c.output):
+                continue
+            return False
+        return True
+
+    return [f"{n.op_type} {n.name or n.output[0]}" for n in proto.graph.node
+            if n.op_type not in _QDQ and n.op_type not in _PASSTHROUGH
+            and not all(requantized(o) for o in n.output)]
+
+
+def check_graph(path: str | Path, *, full_integer: bool = False) -> list[str]:
+    """Problems: checker failure, fixed batch, ops onnxruntime cannot load; with
+    ``full_integer``, compute nodes left in float between the QDQ pairs."""
     import onnx
 
     problems = []
     proto = onnx.load(str(path))
+    if full_integer:
+        floats = float_compute_nodes(proto)
+        if floats:
+            problems.append(f"not full-integer: {len(floats)} compute node(s) not requantized, "
+                            f"e.g. {floats[0]!r} (a mixed-precision file is never published as "
+                            "int8)")
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as exc:
@@ -192,19 +261,4 @@ def predict(path: str | Path, x: np.ndarray, batch: int = 32) -> np.ndarray:
     :func:`hmff_edge.convert.verify.predict_in_runtime`)."""
     from hmff_edge.convert.verify import predict_in_runtime
 
-    return predict_in_runtime(path, x, batch, _predict_direct)
-
-
-def _predict_direct(path: str | Path, x: np.ndarray, batch: int = 32) -> np.ndarray:
-    s = _session(path)
-    name = s.get_inputs()[0].name
-    out = []
-    for start in range(0, len(x), batch):
-        chunk = x[start : start + batch]
-        try:
-            y = s.run(None, {name: chunk})[0]
-        except Exception as exc:
-            raise VerificationError(f"{path}: onnxruntime failed on a batch of {len(chunk)}: "
-                                    f"{str(exc)[:300]}") from exc
-        out.append(np.asarray(y, np.float32))
-    return np.concatenate(out)
+    return predict_in_runtime(path, x, batch)

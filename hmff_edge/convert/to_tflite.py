@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from hmff_edge.errors import ArtifactError, VerificationError
+from hmff_edge.errors import ArtifactError
 from hmff_edge.metadata import METADATA_KEY, TensorSpec, atomic_write_bytes
 
-# Ops that mean a broken or slow graph (see reference notes section 4).
+# Ops that mean a broken or slow graph in LiteRT.
 FORBIDDEN_OPS = {
     "SPACE_TO_BATCH_ND": "dilated depthwise was not fused (traced with a dynamic batch?)",
     "BATCH_TO_SPACE_ND": "dilated depthwise was not fused (traced with a dynamic batch?)",
@@ -29,32 +29,40 @@ FORBIDDEN_OPS = {
 def convert(spec: dict) -> dict:
     """Child process: Keras file -> ``spec['out']`` (.tflite without metadata)."""
     from hmff_edge._lazy import require
-    from hmff_edge.convert.trace import (
-        TRACE_BATCH,
-        decompose_for_int8,
-        frozen_function,
-        load_keras,
-    )
+    from hmff_edge.convert.trace import TRACE_BATCH
 
     tf = require("tensorflow")
+    conv = _converter(spec, tf)
+    data = unpin_batch(conv.convert(), TRACE_BATCH)
+    atomic_write_bytes(spec["out"], data)
+    return {"path": spec["out"], "bytes": len(data),
+            "graph_forms": getattr(conv, "hmff_graph_forms", None)}
+
+
+def _converter(spec: dict, tf) -> Any:
+    """A configured ``TFLiteConverter`` for the spec's quantization (child process)."""
+    from hmff_edge.convert.trace import TRACE_BATCH, decompose_for_int8, frozen_function, load_keras
+
     model = load_keras(spec["keras"])
-    if spec["quantization"] == "int8":
+    q = spec["quantization"]
+    if q == "int8":
         decompose_for_int8(model)
     from hmff_edge.convert import forms
 
-    plan = forms.plan_for_model(model, spec["img_size"], spec["quantization"],
-                                spec.get("optimize"), spec.get("form_table"))
+    # The graph form of each grouped 1x1 (hmff_edge.convert.forms), recorded for metadata.
+    plan = forms.plan_for_model(model, spec["img_size"], q, spec.get("optimize"),
+                                spec.get("form_table"))
     with forms.use_forms(plan.layer_forms()):
         fn = frozen_function(model, spec["img_size"])
     conv = tf.lite.TFLiteConverter.from_concrete_functions([fn])
+    conv.hmff_graph_forms = plan.to_dict()
     # Builtins only: a graph needing Flex (SELECT_TF_OPS) fails here instead of at run time.
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    q = spec["quantization"]
-    if q in ("fp16", "dynamic", "int8"):
+    if q in ("fp16", "dynamic", "int8", "int16x8"):
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
     if q == "fp16":
         conv.target_spec.supported_types = [tf.float16]
-    elif q == "int8":
+    elif q in ("int8", "int16x8"):
         calib = np.load(spec["calib"])
 
         def representative():  # batches of the traced size, wrapping around
@@ -63,16 +71,72 @@ def convert(spec: dict) -> dict:
                 yield [calib[idx]]
 
         conv.representative_dataset = representative
+    if q == "int8":
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         io = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[spec["io_dtype"]]
         conv.inference_input_type = io
         conv.inference_output_type = io
-    data = unpin_batch(conv.convert(), TRACE_BATCH)
-    atomic_write_bytes(spec["out"], data)
-    return {"path": spec["out"], "bytes": len(data), "graph_forms": plan.to_dict()}
+    elif q == "int16x8":  # float I/O around an int16-activation graph
+        conv.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    return conv
+
+
+def diagnose(spec: dict) -> dict:
+    """Child process: the per-layer int8 error of a post-training conversion of the spec.
+
+    TensorFlow's ``QuantizationDebugger`` runs each quantized op against its float version
+    on the calibration images; ``rmse/scale`` of an op's output is its error in
+    quantization steps (0.289 is pure rounding noise of a uniform step).
+    """
+    import csv
+    import io
+
+    from hmff_edge._lazy import require
+
+    tf = require("tensorflow")
+    conv = _converter({**spec, "quantization": "int8", "io_dtype": "float32"}, tf)
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=conv, debug_dataset=conv.representative_dataset)
+    debugger.run()
+    buf = io.StringIO()
+    debugger.layer_statistics_dump(buf)
+    buf.seek(0)
+    rows = []
+    for r in csv.DictReader(buf):
+        scale = float(r.get("scale") or 0.0)
+        mse = float(r.get("mean_squared_error") or 0.0)
+        rows.append({"op": r.get("op_name", ""), "tensor": r.get("tensor_name", ""),
+                     "index": len(rows), "scale": scale,
+                     "rmse_scale": (mse ** 0.5) / scale if scale > 0 else None,
+                     "range": [float(r["min"]) if r.get("min") else None,
+                               float(r["max"]) if r.get("max") else None],
+                     "max_abs_error": float(r.get("max_abs_error") or 0.0)})
+    return {"layers": rows}
 
 
 # ---------------------------------------------------------------- parent side
+
+
+def float_tensors(path: str | Path) -> list[str]:
+    """Activation tensors that are not integer in a file published as full-integer, except
+    the graph's own float input/output (float I/O is one QUANTIZE in, one DEQUANTIZE out)."""
+    schema = _schema()
+    model = schema.Model.GetRootAsModel(Path(path).read_bytes(), 0)
+    integer = {schema.TensorType.INT8, schema.TensorType.UINT8, schema.TensorType.INT32}
+    found = []
+    for s in range(model.SubgraphsLength()):
+        sg = model.Subgraphs(s)
+        ends = {sg.Inputs(i) for i in range(sg.InputsLength())} | {
+            sg.Outputs(i) for i in range(sg.OutputsLength())}
+        for j in range(sg.OperatorsLength()):
+            op = sg.Operators(j)
+            for k in range(op.OutputsLength()):
+                t = op.Outputs(k)
+                tensor = sg.Tensors(t)
+                if t not in ends and tensor.Type() not in integer:
+                    found.append((tensor.Name() or b"").decode(errors="replace"))
+    return found
 
 
 def _schema():
@@ -134,9 +198,17 @@ def op_histogram(path: str | Path) -> Counter:
     return hist
 
 
-def check_graph(hist: Counter, *, max_transposes: int | None) -> list[str]:
-    """Problems with a TFLite op histogram (empty list = a clean graph)."""
+def check_graph(hist: Counter, *, max_transposes: int | None,
+                path: str | Path | None = None, full_integer: bool = False) -> list[str]:
+    """Problems with a TFLite op histogram (empty list = a clean graph); with
+    ``full_integer``, also every float activation tensor of the file at ``path``."""
     problems = []
+    if full_integer and path is not None:
+        floats = float_tensors(path)
+        if floats:
+            problems.append(f"not full-integer: {len(floats)} float activation tensor(s), e.g. "
+                            f"{floats[0][:80]!r} (a mixed-precision file is never published as "
+                            "int8)")
     for op, n in sorted(hist.items()):
         base = "CUSTOM" if op.startswith(("CUSTOM:", "FLEX_")) else op
         if base in FORBIDDEN_OPS:
@@ -197,43 +269,4 @@ def predict(path: str | Path, x: np.ndarray, batch: int = 32) -> np.ndarray:
     :func:`hmff_edge.convert.verify.predict_in_runtime`)."""
     from hmff_edge.convert.verify import predict_in_runtime
 
-    return predict_in_runtime(path, x, batch, _predict_direct)
-
-
-def _predict_direct(path: str | Path, x: np.ndarray, batch: int = 32) -> np.ndarray:
-    """Probabilities for normalized float ``x`` from the real LiteRT interpreter.
-
-    Resizes the batch dimension (a test of the resizable batch), quantizes integer input
-    and dequantizes integer output with the file's own scale/zero point.
-    """
-    from hmff_edge.preprocess import dequantize, quantize
-
-    it = _interpreter(path)
-    inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    results, current = [], None
-    for start in range(0, len(x), batch):
-        chunk = x[start : start + batch]
-        if current != len(chunk):
-            try:
-                it.resize_tensor_input(inp["index"], [len(chunk), *chunk.shape[1:]])
-                it.allocate_tensors()
-            except (ValueError, RuntimeError) as exc:
-                raise VerificationError(f"{path}: batch cannot be resized to {len(chunk)}: "
-                                        f"{exc}") from exc
-            inp, out = it.get_input_details()[0], it.get_output_details()[0]
-            current = len(chunk)
-        dt = np.dtype(inp["dtype"])
-        if dt.kind in "iu":
-            scale, zp = inp["quantization"]
-            chunk = quantize(chunk, scale, zp, dt.name)
-        it.set_tensor(inp["index"], chunk.astype(dt, copy=False))
-        it.invoke()
-        y = it.get_tensor(out["index"])
-        if np.dtype(out["dtype"]).kind in "iu":
-            scale, zp = out["quantization"]
-            y = dequantize(y, scale, zp)
-        if y.shape[0] != len(chunk):
-            raise VerificationError(f"{path}: batch of {len(chunk)} gave {y.shape[0]} outputs "
-                                    "(the graph hard-codes the batch)")
-        results.append(np.asarray(y, np.float32))
-    return np.concatenate(results)
+    return predict_in_runtime(path, x, batch)

@@ -1,9 +1,9 @@
 """Compare an artifact's probabilities with the Keras model's, under per-quantization limits.
 
-Limits (the issue's contract):
+Limits:
 * fp32 (``none``): max |p_artifact - p_keras| <= 1e-4 and 100% top-1 agreement;
 * fp16: max abs diff <= 1e-2;
-* dynamic and int8: top-1 agreement >= 97% and, when the verification images carry labels
+* dynamic, int8 and int16x8: top-1 agreement >= 97% and, when the verification images carry labels
   (``--eval-data`` with class folders), an accuracy drop of at most 1.0 point.
 """
 
@@ -18,6 +18,7 @@ TOLERANCES: dict[str, dict[str, float]] = {
     "fp16": {"max_abs_diff": 1e-2},
     "dynamic": {"top1_agreement": 0.97, "accuracy_drop_points": 1.0},
     "int8": {"top1_agreement": 0.97, "accuracy_drop_points": 1.0},
+    "int16x8": {"top1_agreement": 0.97, "accuracy_drop_points": 1.0},
 }
 
 
@@ -33,6 +34,7 @@ class Verification:
     reference_accuracy: float | None
     tolerance: dict[str, float]
     failures: list[str] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)  # figures beside the gate (QAT: float agreement)
 
     @property
     def passed(self) -> bool:
@@ -75,16 +77,12 @@ def compare(reference: np.ndarray, got: np.ndarray, y: np.ndarray | None,
     return v
 
 
-def predict_in_runtime(path, x: np.ndarray, batch: int, fallback) -> np.ndarray:
+def predict_in_runtime(path, x: np.ndarray, batch: int) -> np.ndarray:
     """Probabilities for normalized float ``x`` through the device runtime
     (:func:`hmff_edge.runtime.load`, which reads the metadata embedded in the file), in
-    batches of ``batch`` and a smaller last one: a check of the resizable batch too.
-    ``fallback(path, x, batch)`` runs the engine directly when the runtime package is absent."""
-    try:
-        from hmff_edge.runtime import load
-    except ImportError:  # pragma: no cover - runtime package absent
-        return fallback(path, x, batch)
+    batches of ``batch`` and a smaller last one: a check of the resizable batch too."""
     from hmff_edge.errors import HmffEdgeError, VerificationError
+    from hmff_edge.runtime import load
 
     try:
         predictor = load(path, threads=1)
@@ -101,3 +99,20 @@ def predict_in_runtime(path, x: np.ndarray, batch: int, fallback) -> np.ndarray:
         raise
     except Exception as exc:  # engine errors (resize, invoke) are verification failures
         raise VerificationError(f"{path}: {type(exc).__name__}: {str(exc)[:300]}") from exc
+
+
+def batch1_latency_ms(path, x1: np.ndarray, *, warmup: int = 3, runs: int = 20) -> float:
+    """Median batch-1 latency (ms, one thread) of an artifact in its runtime."""
+    import time
+
+    from hmff_edge.runtime import load
+
+    predictor = load(path, threads=1)
+    for _ in range(warmup):
+        predictor.predict(x1)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        predictor.predict(x1)
+        times.append(time.perf_counter() - t)
+    return round(1000 * float(np.median(times)), 3)

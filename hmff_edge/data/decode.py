@@ -13,10 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
 
 from hmff_edge.errors import DataError
-from hmff_edge.preprocess import load_rgb
+from hmff_edge.preprocess import load_rgb, resize_pixels
 
 from .sources import DataSource, Split, resolve_source, split_validation
 
@@ -34,10 +33,7 @@ class Decoded:
 
 def resize_rgb(img: np.ndarray, size: int) -> np.ndarray:
     """Resize an RGB uint8 array exactly as :func:`hmff_edge.preprocess.load_rgb` would."""
-    if img.shape[0] == size and img.shape[1] == size:
-        return img
-    pil = Image.fromarray(img).convert("RGB")
-    return np.asarray(pil.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+    return resize_pixels(img, size)
 
 
 def default_workers() -> int:

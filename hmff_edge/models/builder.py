@@ -66,7 +66,7 @@ def _grouped_conv_bn_act(x, filters, groups, activation, name, interleave_input=
 
 
 def grouped_pointwise(x, filters: int, ch: int | None, activation: str, name: str):
-    """kMobileNet's grouped pointwise convolution (reference notes, section 2).
+    """kMobileNet's grouped pointwise convolution (the K-CAI library's, Schwarz Schuler et al.).
 
     * too narrow to group (``Cin <= 2*Ch``, or ``Cin <= Ch`` when expanding): a plain 1x1;
     * otherwise a grouped 1x1 with ``ceil(Cin / Ch)`` groups (at most ``filters``);

@@ -7,18 +7,19 @@ The grouped convolution has one weight layout and these graph forms:
 
 * one grouped ``tf.nn.conv2d`` (after an explicit interleave when ``interleave_input``). It
   converts to a single TFLite ``CONV_2D`` with a grouped filter and to ONNX
-  ``Conv(group=g)``, and it is what export traces (:func:`export_mode`) unless an export
-  plan picks an exact alternative form per layer (:mod:`hmff_edge.convert.forms`). Where
-  TensorFlow can differentiate it (oneDNN on x86 CPUs, the default; cuDNN on GPUs) it is
-  the training form too. On this 2-core CPU its forward + backward ran 1.04-1.46x faster
-  than the matmul forms below on six zoo layer shapes (batch 64); at 64 px HMFF-16Ch /
-  64Ch went from 0.92x / 0.95x MobileNetV1's training speed to 0.95x / 0.99x
-  (``bench/train_speed.py [--no-native-grouped-conv]``).
+  ``Conv(group=g)``, and it is what export traces (:func:`export_mode`) unless an export plan picks an exact
+  alternative form per layer (:mod:`hmff_edge.convert.forms`). Where
+  TensorFlow can differentiate it (its oneDNN CPU kernels, and cuDNN on GPUs) it is the
+  training form too (``bench/train_speed.py --no-native-grouped-conv`` measures the
+  fallback instead).
+  TensorFlow turns oneDNN on by default on Linux x86 only for CPUs with AVX512_VNNI,
+  AVX512_BF16, AVX_VNNI or AMX; :func:`hmff_edge._lazy.tensorflow_env_defaults` sets
+  ``TF_ENABLE_ONEDNN_OPTS=1`` on Linux x86-64 when it is unset.
 * fallback training form, where a grouped ``tf.nn.conv2d`` has no gradient (TensorFlow's
   Eigen CPU kernels, e.g. ``TF_ENABLE_ONEDNN_OPTS=0``): one batched matmul over
   ``[G, N*H*W, Cin/G]``, or, for 4 groups or fewer, a dense 1x1 convolution over the
-  block-diagonal kernel. Keras' ``Conv2D(groups=g)`` would compile through XLA and train
-  5-8x slower on CPU (reference notes, section 4).
+  block-diagonal kernel. (Keras' ``Conv2D(groups=g)`` compiles through XLA, which trains
+  several times slower on CPU.)
 
 The interleave (:func:`interleave_channels`) is reshape -> transpose -> reshape with constant
 shapes (``-1`` batch): one TFLite ``TRANSPOSE`` instead of one ``STRIDED_SLICE`` per step, and
@@ -372,8 +373,8 @@ def fused_activations_enabled() -> bool:
 class FusedActivation(keras.layers.Activation):
     """``Activation`` whose swish / hard_swish run as fused XLA kernels in training.
 
-    On this 2-core CPU swish's backward was the largest element-wise cost of an HMFF
-    training step (Sigmoid + Mul + Sub + AddV2 ops, about a quarter of the step at 64x64).
+    Unfused, swish's backward is the largest element-wise cost of an HMFF training step on
+    CPU (Sigmoid + Mul + Sub + AddV2 ops, about a quarter of the step at 64x64).
     Only ``training=True`` calls (``fit``) take the fused path; inference, any graph a user
     exports with Keras or TensorFlow, and :func:`export_mode` get Keras' own ops. Config and
     serialization are those of ``keras.layers.Activation``; other activations fall through.

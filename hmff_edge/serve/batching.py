@@ -49,9 +49,12 @@ def _resolve(fut: asyncio.Future, value: object, error: BaseException | None) ->
 
 
 class Batcher:
+    """One model version's request queue and engine thread. ``on_batch(samples, compute_s,
+    queue_s_per_request)`` is called from the engine thread after each inference."""
+
     def __init__(self, name: str, fn: Callable[[np.ndarray], np.ndarray], *, max_batch: int = 1,
                  max_delay_s: float = 0.002, max_queue: int = 64,
-                 on_batch: Callable[[int, float], None] | None = None) -> None:
+                 on_batch: Callable[[int, float, list[float]], None] | None = None) -> None:
         if max_batch < 1 or max_queue < 1 or max_delay_s < 0:
             raise ValueError(f"invalid batching settings: max_batch={max_batch} "
                              f"max_queue={max_queue} max_delay_s={max_delay_s}")
@@ -134,6 +137,7 @@ class Batcher:
     def _run(self, batch: list[_Item]) -> None:
         assert self._loop is not None
         x = batch[0].x if len(batch) == 1 else np.concatenate([b.x for b in batch])
+        started = time.monotonic()
         t0 = time.perf_counter()
         try:
             y = self.fn(x)
@@ -142,8 +146,8 @@ class Batcher:
                 self._loop.call_soon_threadsafe(_resolve, b.fut, None, exc)
             return
         seconds = time.perf_counter() - t0
-        if self.on_batch is not None:
-            self._loop.call_soon_threadsafe(self.on_batch, len(x), seconds)
+        if self.on_batch is not None:  # called on this thread: it must be thread-safe
+            self.on_batch(len(x), seconds, [started - b.t for b in batch])
         start = 0
         for b in batch:
             n = len(b.x)

@@ -14,7 +14,18 @@ from typing import Any
 
 import numpy as np
 
-from hmff_edge.serve.limits import HTTPError, _short, check_shape, num_elements, parse_json
+from hmff_edge.serve.limits import (
+    HTTPError,
+    _short,
+    check_finite,
+    check_shape,
+    num_elements,
+    parse_json,
+)
+
+# The one output every served model has: float32 class probabilities (dequantized for
+# integer models), named the same whatever the engine calls its tensor.
+OUTPUT_NAME = "probabilities"
 
 V2_DATATYPES: dict[str, np.dtype] = {
     "FP32": np.dtype(np.float32), "FP16": np.dtype(np.float16), "FP64": np.dtype(np.float64),
@@ -37,9 +48,16 @@ class V2Request:
     request_id: str | None
 
 
-def decode_v2(body: bytes, header_length: str | None, model: Any) -> V2Request:
+def check_batch(n: int, max_batch: int) -> None:
+    if n > max_batch:
+        raise HTTPError(400, f"the request carries {n} samples; at most {max_batch} per request "
+                             "(--max-request-batch)")
+
+
+def decode_v2(body: bytes, header_length: str | None, model: Any, max_batch: int) -> V2Request:
     """Decode a V2 infer request (JSON tensors, or the binary extension when the
-    ``Inference-Header-Content-Length`` header is present)."""
+    ``Inference-Header-Content-Length`` header is present). Refuses more than ``max_batch``
+    samples and non-finite floats."""
     binary = b""
     header = body
     if header_length is not None:
@@ -65,6 +83,7 @@ def decode_v2(body: bytes, header_length: str | None, model: Any) -> V2Request:
         raise HTTPError(400, f"unknown input {name!r}; the model's input is {model.input_name!r}")
     dtype, is_float = _accepted_dtype(tensor.get("datatype"), model)
     shape = check_shape(tensor.get("shape"), model.sample_shape)
+    check_batch(shape[0], max_batch)
     count = num_elements(shape)
     params = tensor.get("parameters") or {}
     if not isinstance(params, dict):
@@ -87,6 +106,7 @@ def decode_v2(body: bytes, header_length: str | None, model: Any) -> V2Request:
         if "data" not in tensor:
             raise HTTPError(400, f"input {name!r} has neither 'data' nor binary_data_size")
         x = to_array(tensor["data"], dtype, shape, count, len(header))
+    check_finite(x, f"input {name!r}")
     binary_output = _wants_binary(req, model)
     rid = req.get("id")
     return V2Request(x=x, is_float=is_float, binary_output=binary_output,
@@ -139,35 +159,50 @@ def _wants_binary(req: dict, model: Any) -> bool:
     if not isinstance(outputs, list):
         raise HTTPError(400, f"'outputs' must be a list, got {_short(outputs)}")
     for out in outputs:
-        if not isinstance(out, dict) or out.get("name") != model.output_name:
+        if not isinstance(out, dict) or out.get("name") != OUTPUT_NAME:
             name = out.get("name") if isinstance(out, dict) else out
             raise HTTPError(400, f"unknown output {_short(name)}; the model's output is "
-                                 f"{model.output_name!r}")
+                                 f"{OUTPUT_NAME!r}")
         p = out.get("parameters") or {}
         if isinstance(p, dict) and "binary_data" in p:
             binary = bool(p["binary_data"])
     return binary
 
 
-def encode_v2(model_name: str, output_name: str, probs: np.ndarray, binary: bool,
+def check_output(probs: np.ndarray) -> np.ndarray:
+    """float32 probabilities, or a 500 when the model produced a non-finite value (never
+    written as bare ``NaN``, which no strict JSON parser reads)."""
+    probs = np.ascontiguousarray(probs, dtype=np.float32)
+    if not np.isfinite(probs).all():
+        raise HTTPError(500, "the model produced a non-finite output for this input")
+    return probs
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact, strict JSON (``allow_nan=False``: a non-finite number is a bug, not output)."""
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+
+
+def encode_v2(model_name: str, version: int, probs: np.ndarray, binary: bool,
               request_id: str | None) -> tuple[bytes, dict[str, str]]:
     """V2 response body and headers; binary outputs follow the JSON header."""
-    probs = np.ascontiguousarray(probs, dtype=np.float32)
-    out: dict[str, Any] = {"name": output_name, "datatype": "FP32", "shape": list(probs.shape)}
-    resp: dict[str, Any] = {"model_name": model_name, "model_version": "1", "outputs": [out]}
+    probs = check_output(probs)
+    out: dict[str, Any] = {"name": OUTPUT_NAME, "datatype": "FP32", "shape": list(probs.shape)}
+    resp: dict[str, Any] = {"model_name": model_name, "model_version": str(version),
+                            "outputs": [out]}
     if request_id is not None:
         resp["id"] = request_id
     if binary:
         raw = probs.tobytes()
         out["parameters"] = {"binary_data_size": len(raw)}
-        head = json.dumps(resp, separators=(",", ":")).encode()
+        head = dumps(resp)
         return head + raw, {"Inference-Header-Content-Length": str(len(head)),
                             "Content-Type": "application/octet-stream"}
     out["data"] = probs.ravel().tolist()
-    return json.dumps(resp, separators=(",", ":")).encode(), {"Content-Type": "application/json"}
+    return dumps(resp), {"Content-Type": "application/json"}
 
 
-def decode_tfserving(body: bytes, model: Any) -> tuple[np.ndarray, str]:
+def decode_tfserving(body: bytes, model: Any, max_batch: int) -> tuple[np.ndarray, str]:
     """``{"instances": [...]}`` (row format) or ``{"inputs": ...}`` (columnar format) ->
     (normalized float batch, response key: "predictions" or "outputs")."""
     req = parse_json(body)
@@ -203,7 +238,10 @@ def decode_tfserving(body: bytes, model: Any) -> tuple[np.ndarray, str]:
     if arr.ndim != len(sample) + 1 or tuple(arr.shape[1:]) != sample or arr.shape[0] < 1:
         raise HTTPError(400, f"input has shape {list(arr.shape)}, expected [N, "
                              f"{', '.join(map(str, sample))}]")
-    return arr.astype(np.float32, copy=False), key
+    check_batch(arr.shape[0], max_batch)
+    x = arr.astype(np.float32, copy=False)
+    check_finite(x)
+    return x, key
 
 
 def _named(obj: dict, model: Any) -> Any:
