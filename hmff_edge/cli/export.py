@@ -55,6 +55,9 @@ def export_cmd(
     qat_epochs: int = typer.Option(None, "--qat-epochs", help="Epochs of the QAT fine-tune the "
                                    "int8 ladder runs when post-training int8 misses the gate "
                                    "(default 2; needs the run's training data)."),
+    qat_images: int = typer.Option(None, "--qat-images", help="Training images the QAT "
+                                   "fine-tune uses, a fixed subset (default 5000; bounds its "
+                                   "time on large data sets)."),
     diagnose: bool = typer.Option(False, "--diagnose", help="Per-layer int8 error table and "
                                   "plot for every int8 TFLite (always for failed ones)."),
     verify_on: str = typer.Option(None, "--verify-on", help="rpi4 | rpi5: also run each "
@@ -78,7 +81,7 @@ def export_cmd(
              "calib_samples": calib_samples, "io_dtype": io_dtype, "eval_data": eval_data,
              "eval_samples": eval_samples, "verify_samples": verify_samples, "opset": opset,
              "optimize": optimize, "form_table": form_table,
-             "calib_method": calib_method, "qat_epochs": qat_epochs}
+             "calib_method": calib_method, "qat_epochs": qat_epochs, "qat_images": qat_images}
     settings = load_recipe(recipe) if recipe is not None else {}
     settings.update({k: v for k, v in given.items() if v is not None})
     if no_qat:

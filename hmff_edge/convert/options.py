@@ -88,6 +88,7 @@ class ExportOptions:
     calib_method: str = "minmax"  # ONNX int8 (onnxruntime quantize_static)
     qat: bool = True  # int8 ladder: fine-tune with QAT when post-training int8 misses the gate
     qat_epochs: int = 2
+    qat_images: int | None = 5000  # training images the ladder's QAT fine-tune uses (bounded time)
     diagnose: bool = False  # per-layer int8 error table for every int8 artifact
     latency: bool = True  # batch-1 latency of each artifact in its runtime
     verify_on: str | None = None  # rpi4 | rpi5: also compare TFLite outputs in emulated arm64
@@ -144,6 +145,8 @@ class ExportOptions:
         if not isinstance(self.qat_epochs, int) or not 1 <= self.qat_epochs <= MAX_QAT_EPOCHS:
             raise ConfigError(f"--qat-epochs must be an integer from 1 to {MAX_QAT_EPOCHS}, got "
                               f"{self.qat_epochs!r} (--no-qat turns the QAT step off)")
+        if self.qat_images is not None and self.qat_images < 1:
+            raise ConfigError(f"--qat-images must be at least 1, got {self.qat_images!r}")
         if self.calib_samples < 1:
             raise ConfigError(f"calib_samples must be >= 1, got {self.calib_samples}")
         if self.eval_samples < 0:
@@ -209,7 +212,7 @@ def _names(value: list[str] | str, allowed: tuple[str, ...], what: str) -> list[
 
 RECIPE_KEYS = ("formats", "quantizations", "calib_data", "calib_samples", "io_dtype",
                "eval_data", "eval_samples", "verify_samples", "opset", "calib_method", "qat",
-               "qat_epochs", "diagnose")
+               "qat_epochs", "qat_images", "diagnose")
 
 
 def load_recipe(path: str | os.PathLike) -> dict:
