@@ -3,12 +3,17 @@
     .venv/bin/python bench/publish.py [--runs 30] [--rounds 3] [--out bench/results/NAME]
 
 Exports (random weights, 224x224, 10 classes; cached in bench/.cache) and measures, with the
-bench's own child-process runner, LiteRT fp32 / ONNX Runtime fp32 / LiteRT int8, 1 thread,
-batch 1, for mobilenet-v1, kmobilenet-{16,128}ch, hmff-mobilenet-{16,32,64,128}ch and the
--hs deployment variants. Models are measured in interleaved rounds (every model once per
-round) so that the noise of a shared machine hits them alike; img/s = 1000 / median latency.
-Adds one core's fp32 peak (numpy sgemm, 1 thread), GFLOP/s = 2 x MACs x img/s, the ratios
-the issue targets, and a per-op profile of the HMFF graphs (hmff_edge.bench.opprofile).
+bench's own child-process runner, LiteRT fp32 / ONNX Runtime fp32 / LiteRT int8 / ONNX
+Runtime int8, 1 thread, batch 1, for mobilenet-v1, kmobilenet-{16,128}ch,
+hmff-mobilenet-{16,32,64,128}ch and the -hs / -relu6 variants. Models are measured in
+interleaved rounds (every model once per round) so that the noise of a shared machine hits
+them alike; img/s = 1000 / median latency. Adds one core's fp32 peak (numpy sgemm, 1
+thread), GFLOP/s = 2 x MACs x img/s, the fp32 and int8 ratios the issues target, a roofline
+per LiteRT model (hmff_edge.bench.roofline), whether each ONNX int8 graph runs integer
+kernels in ONNX Runtime (hmff_edge.bench.onnx_int8), and per-op profiles of fp32 and int8
+graphs (hmff_edge.bench.opprofile). Results go to bench/results/<cpu kind>-litert-1thread-
+<size>px/ (the CPU kind from hmff_edge.convert.forms.device_kind), and
+bench/results/published.md indexes the newest table of every CPU kind with its date.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -37,10 +41,18 @@ from hmff_edge.bench.report import write_outputs  # noqa: E402
 
 VARIANTS = ["mobilenet-v1", "kmobilenet-16ch", "kmobilenet-128ch", "hmff-mobilenet-16ch",
             "hmff-mobilenet-32ch", "hmff-mobilenet-64ch", "hmff-mobilenet-128ch",
-            "hmff-mobilenet-16ch-hs", "hmff-mobilenet-128ch-hs"]
-FORMATS = [("litert", "fp32"), ("onnxruntime", "fp32"), ("litert", "int8")]
-PROFILED = ["hmff-mobilenet-16ch", "hmff-mobilenet-128ch", "kmobilenet-16ch", "mobilenet-v1",
-            "hmff-mobilenet-16ch-hs"]
+            "hmff-mobilenet-16ch-hs", "hmff-mobilenet-128ch-hs", "hmff-mobilenet-16ch-relu6",
+            "hmff-mobilenet-128ch-relu6"]
+FORMATS = [("litert", "fp32"), ("onnxruntime", "fp32"), ("litert", "int8"),
+           ("onnxruntime", "int8")]
+PROFILED = [("hmff-mobilenet-16ch", "fp32"), ("hmff-mobilenet-16ch", "int8"),
+            ("hmff-mobilenet-128ch", "fp32"), ("hmff-mobilenet-128ch", "int8"),
+            ("hmff-mobilenet-16ch-hs", "fp32"), ("hmff-mobilenet-16ch-hs", "int8"),
+            ("mobilenet-v1", "fp32"), ("mobilenet-v1", "int8")]
+# issue 15: int8 of every hmff variant >= 1.0x mobilenet-v1 int8 (16ch, 128ch), and its int8
+# speed-up over its own fp32 >= 80% of mobilenet-v1's on the same CPU
+INT8_VS_MOBILENET = ["hmff-mobilenet-16ch", "hmff-mobilenet-128ch"]
+INT8_SPEEDUP_SHARE = 0.8
 TARGETS = [("hmff-mobilenet-128ch", "mobilenet-v1", 1.25), ("hmff-mobilenet-16ch",
                                                             "mobilenet-v1", 2.2),
            ("hmff-mobilenet-128ch", "kmobilenet-128ch", 1.0),
@@ -124,8 +136,10 @@ def main() -> int:
     t0 = time.time()
     load0 = os.getloadavg()[0]
     variants = [v for v in a.variants.split(",") if v]
-    host = platform.node() or "host"
-    out = Path(a.out or REPO / "bench" / "results" / f"{host}-litert-1thread-{a.img_size}px")
+    from hmff_edge.convert.forms import device_kind, simd_flags
+
+    out = Path(a.out or REPO / "bench" / "results"
+               / f"{device_kind()}-litert-1thread-{a.img_size}px")
     command = shlex.join(["python", "bench/publish.py"] + sys.argv[1:])
     print("exporting (cached in bench/.cache)...", file=sys.stderr, flush=True)
     failures = {v: e for v, e in export_all(variants, Path(a.cache), a.img_size,
@@ -161,30 +175,79 @@ def main() -> int:
                    device={"name": "cpu", "profile": "cpu", "emulation": False, "host": None,
                            "label": f"cpu: {hw['cpu_model']}, 1 thread"})
         results.append(res)
-    profiles = {}
-    if not a.no_profile:
-        for v in [v for v in PROFILED if v in variants]:
-            p = find_export(Path(a.cache) / f"{v}-{a.img_size}px-10c", "litert", "fp32")
-            if p is None:
-                continue
-            proc = subprocess.run([sys.executable, "-m", "hmff_edge.bench.opprofile", str(p),
-                                   "--runs", "15"], capture_output=True, text=True, cwd=REPO)
-            if proc.returncode == 0:
-                profiles[v] = json.loads(proc.stdout)
-            else:
-                profiles[v] = {"error": proc.stderr[-500:]}
+    from hmff_edge.bench import roofline
+
+    machine = roofline.attach(results)
+    profiles = {} if a.no_profile else op_profiles(variants, Path(a.cache), a.img_size)
     out.mkdir(parents=True, exist_ok=True)
     write_outputs(results, out, baseline="mobilenet-v1")
     summary = summarize(results, peak, profiles, failures)
-    summary.update(command=command, hardware=hw, seconds=round(time.time() - t0, 1),
+    summary.update(command=command, hardware={**hw, "simd": simd_flags()},
+                   date=time.strftime("%Y-%m-%d", time.gmtime()),
+                   seconds=round(time.time() - t0, 1),
                    loadavg=f"{load0:.1f}/{os.getloadavg()[0]:.1f}",
-                   versions=results[0]["versions"] if results else {})
+                   versions=results[0]["versions"] if results else {},
+                   machine=None if machine is None else machine.__dict__,
+                   onnx_int8_kernels=onnx_integer_checks(variants, Path(a.cache), a.img_size))
     (out / "published.json").write_text(json.dumps(summary, indent=1))
     (out / "published.md").write_text(markdown(summary))
     bar_chart(summary, out / "throughput_by_variant.png")
+    write_index(out.parent)
     print((out / "published.md").read_text())
     print(f"wrote {out} in {time.time() - t0:.0f} s", file=sys.stderr)
     return 0
+
+
+def op_profiles(variants, cache: Path, img: int) -> dict:
+    """Per-op profiles (hmff_edge.bench.opprofile) of the PROFILED graphs, each in a child."""
+    profiles = {}
+    for v, q in [(v, q) for v, q in PROFILED if v in variants]:
+        p = find_export(cache / f"{v}-{img}px-10c", "litert", q)
+        if p is None:
+            continue
+        proc = subprocess.run([sys.executable, "-m", "hmff_edge.bench.opprofile", str(p),
+                               "--runs", "15"], capture_output=True, text=True, cwd=REPO)
+        profiles[f"{v} {q}"] = (json.loads(proc.stdout) if proc.returncode == 0
+                                else {"error": proc.stderr[-500:]})
+    return profiles
+
+
+def onnx_integer_checks(variants, cache: Path, img: int) -> dict:
+    """Whether ONNX Runtime runs each ONNX int8 graph on integer kernels."""
+    from hmff_edge.bench.onnx_int8 import check
+
+    got = {}
+    for v in variants:
+        p = find_export(cache / f"{v}-{img}px-10c", "onnxruntime", "int8")
+        if p is not None:
+            c = check(p)
+            got[v] = {"integer": c.integer, "integer_mac_nodes": c.integer_mac_nodes,
+                      "float_mac_nodes": c.float_mac_nodes}
+    return got
+
+
+def write_index(results_dir: Path) -> None:
+    """bench/results/published.md: the newest table of every CPU kind, with its date."""
+    rows = []
+    for pj in sorted(results_dir.glob("*/published.json")):
+        s = json.loads(pj.read_text())
+        date = s.get("date") or _git_date(pj)
+        hw = s.get("hardware", {})
+        rows.append(f"| [{pj.parent.name}]({pj.parent.name}/published.md) | {hw.get('cpu_model')} "
+                    f"| {', '.join(hw.get('simd') or []) or 'not recorded'} | {date} | "
+                    f"`{s.get('command')}` |")
+    (results_dir / "published.md").write_text(
+        "# Published benchmark tables, one per CPU kind\n\n"
+        "int8 speed depends on the CPU's SIMD features (VNNI or not), so each CPU kind keeps "
+        "its own table from its newest measurement; compare models within one table.\n\n"
+        "| table | CPU | SIMD | measured | command |\n|---|---|---|---|---|\n"
+        + "\n".join(rows) + "\n")
+
+
+def _git_date(path: Path) -> str:
+    proc = subprocess.run(["git", "log", "-1", "--format=%cs", "--", str(path)],
+                          capture_output=True, text=True, cwd=REPO)
+    return proc.stdout.strip() or "unknown"
 
 
 def summarize(results, peak, profiles, failures) -> dict:
@@ -199,9 +262,9 @@ def summarize(results, peak, profiles, failures) -> dict:
             "min_ms": r["latency"].get("min"),
             "images_per_s": tp["best_images_per_s"], "gflops": tp["best_gflops"],
             "share_of_peak": tp["best_gflops"] / peak if tp["best_gflops"] else None,
-            "round_p50s": r.get("rounds")}
+            "round_p50s": r.get("rounds"), "roofline": r.get("roofline")}
     ratios = {}
-    for key in ("litert-fp32", "onnxruntime-fp32", "litert-int8"):
+    for key in ("litert-fp32", "onnxruntime-fp32", "litert-int8", "onnxruntime-int8"):
         base = (table.get("mobilenet-v1", {}).get(key) or {}).get("images_per_s")
         for name, row in table.items():
             ips = (row.get(key) or {}).get("images_per_s")
@@ -228,11 +291,44 @@ def summarize(results, peak, profiles, failures) -> dict:
                         "measured_from_min": from_min,
                         "met": None if got is None else got >= need})
     return {"peak_gflops_1core_fp32": peak, "table": table, "ratios": ratios,
-            "targets": targets, "op_profiles": {k: _short(v) for k, v in profiles.items()},
+            "targets": targets, "int8_targets": int8_targets(table),
+            "op_profiles": {k: _short(v) for k, v in profiles.items()},
             "export_failures": failures,
             "method": "LiteRT (XNNPACK) / onnxruntime CPU provider, 1 thread, batch 1, random "
                       "weights, img/s = 1000 / median latency over all rounds x runs; each "
                       "trial in its own process; models interleaved round by round"}
+
+
+def int8_targets(table: dict) -> list[dict]:
+    """Issue 15's int8 targets, as ratios within this run (median img/s)."""
+    def ips(name, key):
+        return ((table.get(name) or {}).get(key) or {}).get("images_per_s")
+
+    def fast(name, key):  # images/s of the fastest run: less sensitive to other jobs
+        ms = ((table.get(name) or {}).get(key) or {}).get("min_ms")
+        return 1000.0 / ms if ms else None
+
+    base_i8, base_f = ips("mobilenet-v1", "litert-int8"), ips("mobilenet-v1", "litert-fp32")
+    if not (base_i8 and base_f):
+        return []
+    base_speedup = base_i8 / base_f
+    fast_speedup = fast("mobilenet-v1", "litert-int8") / fast("mobilenet-v1", "litert-fp32")
+    out = []
+    for name in INT8_VS_MOBILENET:
+        if ips(name, "litert-int8"):
+            got = ips(name, "litert-int8") / base_i8
+            out.append({"model": name, "what": "int8 vs mobilenet-v1 int8", "target": 1.0,
+                        "measured": got, "met": got >= 1.0,
+                        "from_min": fast(name, "litert-int8") / fast("mobilenet-v1", "litert-int8")})
+    need = INT8_SPEEDUP_SHARE * base_speedup
+    for name in table:
+        if name.startswith("hmff-mobilenet") and ips(name, "litert-int8") and ips(name, "litert-fp32"):
+            got = ips(name, "litert-int8") / ips(name, "litert-fp32")
+            out.append({"model": name, "what": "int8 speed-up over own fp32 "
+                        f"(mobilenet-v1: {base_speedup:.2f}x; from min {fast_speedup:.2f}x)",
+                        "target": need, "measured": got, "met": got >= need,
+                        "from_min": fast(name, "litert-int8") / fast(name, "litert-fp32")})
+    return out
 
 
 def bar_chart(s: dict, path: Path) -> None:
@@ -243,12 +339,12 @@ def bar_chart(s: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(s["table"])
-    keys = ["litert-fp32", "onnxruntime-fp32", "litert-int8"]
-    fig, ax = plt.subplots(figsize=(11, 4.5))
-    w = 0.27
+    keys = ["litert-fp32", "onnxruntime-fp32", "litert-int8", "onnxruntime-int8"]
+    fig, ax = plt.subplots(figsize=(12, 4.5))
+    w = 0.2
     for i, k in enumerate(keys):
         vals = [(s["table"][n].get(k) or {}).get("images_per_s") or 0 for n in names]
-        ax.bar([j + (i - 1) * w for j in range(len(names))], vals, w, label=k)
+        ax.bar([j + (i - 1.5) * w for j in range(len(names))], vals, w, label=k)
     ax.set_xticks(range(len(names)), names, rotation=25, ha="right", fontsize=8)
     ax.set_ylabel("images / s (batch 1, 1 thread)")
     ax.set_title(f"{s['hardware']['cpu_model']}, 224x224, random weights", fontsize=9)
@@ -262,8 +358,24 @@ def bar_chart(s: dict, path: Path) -> None:
 def _short(p: dict) -> dict:
     if "error" in p:
         return p
-    return {k: p[k] for k in ("whole_model_ms", "sum_of_ops_ms", "op_count", "by_type",
-                              "method")}
+    return {k: p.get(k) for k in ("whole_model_ms", "sum_of_ops_ms", "op_count", "by_type",
+                                  "elementwise_share", "method")}
+
+
+def roofline_lines(s: dict) -> list[str]:
+    """The roofline section: lower-bound time per LiteRT model and the share achieved."""
+    from hmff_edge.bench.roofline import Machine, Roofline, table
+
+    rows = []
+    for row in s["table"].values():
+        for key in ("litert-fp32", "litert-int8"):
+            rl = (row.get(key) or {}).get("roofline")
+            if rl:
+                rows.append(Roofline(**{k: v for k, v in rl.items() if k != "machine"}))
+    if not rows or not s.get("machine"):
+        return []
+    return ["", "## Roofline (hmff_edge.bench.roofline; measured = median latency of this run)",
+            "", table(rows, Machine(**s["machine"]))]
 
 
 def markdown(s: dict) -> str:
@@ -281,13 +393,21 @@ def markdown(s: dict) -> str:
              f"One core's fp32 peak (numpy sgemm 1024^3, 1 thread, best of 40): "
              f"**{s['peak_gflops_1core_fp32']:.1f} GFLOP/s**.", "", s["method"] + ".", "",
              "| model | params | MACs | LiteRT fp32 ms | img/s | x MobileNet | x same-Ch kMobileNet"
-             " | GFLOP/s | % peak | ONNX fp32 ms | img/s | x MobileNet | LiteRT int8 ms | img/s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             " | GFLOP/s | % peak | ONNX fp32 ms | img/s | x MobileNet | LiteRT int8 ms | img/s "
+             "| int8 x MobileNet int8 | int8 x own fp32 | ONNX int8 ms | ONNX int8 integer kernels |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    kernels = s.get("onnx_int8_kernels") or {}
     for name, row in s["table"].items():
-        lf, of, li = (row.get(k) or {} for k in ("litert-fp32", "onnxruntime-fp32",
-                                                 "litert-int8"))
+        lf, of, li, oi = (row.get(k) or {} for k in ("litert-fp32", "onnxruntime-fp32",
+                                                     "litert-int8", "onnxruntime-int8"))
         rl = s["ratios"].get(name, {}).get("litert-fp32", {})
         ro = s["ratios"].get(name, {}).get("onnxruntime-fp32", {})
+        ri = s["ratios"].get(name, {}).get("litert-int8", {})
+        own = (li["images_per_s"] / lf["images_per_s"]
+               if li.get("images_per_s") and lf.get("images_per_s") else None)
+        k = kernels.get(name)
+        kern = "-" if not k else ("yes" if k["integer"] else
+                                  f"NO ({k['float_mac_nodes']} float Conv/MatMul)")
         lines.append(
             f"| {name} | {f((row.get('params') or 0) / 1e6, 3)}M | "
             f"{f((row.get('macs') or 0) / 1e6, 1)}M | {f(lf.get('p50_ms'))} | "
@@ -295,7 +415,8 @@ def markdown(s: dict) -> str:
             f"{f(rl.get('vs_same_ch_kmobilenet'))} | {f(lf.get('gflops'))} | "
             f"{f((lf.get('share_of_peak') or 0) * 100, 1)} | {f(of.get('p50_ms'))} | "
             f"{f(of.get('images_per_s'), 1)} | {f(ro.get('vs_mobilenet_v1'))} | "
-            f"{f(li.get('p50_ms'))} | {f(li.get('images_per_s'), 1)} |")
+            f"{f(li.get('p50_ms'))} | {f(li.get('images_per_s'), 1)} | "
+            f"{f(ri.get('vs_mobilenet_v1'))} | {f(own)} | {f(oi.get('p50_ms'))} | {kern} |")
     lines += ["", "## Targets (LiteRT fp32; measured = ratio of median img/s, from min = ratio "
               "of the fastest runs)", "", "| model | vs | target | measured | from min | met |",
               "|---|---|---|---|---|---|"]
@@ -303,13 +424,26 @@ def markdown(s: dict) -> str:
         lines.append(f"| {t['model']} | {t['vs']} | {t['target']}x | {f(t['measured'])}x | "
                      f"{f(t['measured_from_min'])}x | "
                      f"{'-' if t['met'] is None else ('yes' if t['met'] else 'NO')} |")
+    if s.get("int8_targets"):
+        lines += ["", "## int8 targets (issue 15; LiteRT, ratios of median img/s in this run)", "",
+                  "| model | what | target | measured | from min | met |",
+                  "|---|---|---|---|---|---|"]
+        for t in s["int8_targets"]:
+            lines.append(f"| {t['model']} | {t['what']} | {t['target']:.2f}x | "
+                         f"{t['measured']:.2f}x | {f(t.get('from_min'))}x | "
+                         f"{'yes' if t['met'] else 'NO'} |")
+    lines += roofline_lines(s)
     for name, p in s["op_profiles"].items():
-        lines += ["", f"## Where the time goes: {name} (LiteRT fp32, 1 thread)", ""]
+        lines += ["", f"## Where the time goes: {name} (LiteRT, 1 thread)", ""]
         if "error" in p:
             lines.append(f"profile failed: {p['error']}")
             continue
+        ew = p.get("elementwise_share")
         lines += [f"{p['method']}. Whole model {p['whole_model_ms']:.2f} ms; sum of the "
-                  f"{p['op_count']} single-op pieces {p['sum_of_ops_ms']:.2f} ms.", "",
+                  f"{p['op_count']} single-op pieces {p['sum_of_ops_ms']:.2f} ms"
+                  + ("" if ew is None else f"; elementwise ops {100 * ew:.1f}% of the sum")
+                  + ". Ops the delegate fuses in the whole graph (int8 LOGISTIC + MUL) are "
+                  "timed apart here, so their share is an upper bound.", "",
                   "| op | count | ms | share |", "|---|---|---|---|"]
         for t in p["by_type"]:
             lines.append(f"| {t['op']} | {t['count']} | {t['ms']:.3f} | "

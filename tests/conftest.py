@@ -21,6 +21,9 @@ CIFAR10 = Path(os.environ.get("HMFF_CIFAR10", REPO.parent / "shared" / "data" / 
 # The TensorFlow settings the product uses (oneDNN on for Linux x86-64 unless set), applied
 # before any test imports TensorFlow directly.
 tensorflow_env_defaults()
+# int8 exports of the tests' 32 px models would time every grouped layer's graph forms
+# (hmff_edge.convert.forms; the shipped table holds 224 px shapes): keep the grouped form.
+os.environ.setdefault("HMFF_EDGE_FORM_TIMING", "0")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -31,7 +31,8 @@ def test_help_does_not_import_tensorflow(argv):
     assert "tensorflow" not in mods and "keras" not in mods
 
 
-EXPECTED_COMMANDS = {"models", "train", "evaluate", "export", "predict", "serve", "bench"}
+EXPECTED_COMMANDS = {"models", "train", "evaluate", "qat", "export", "predict", "serve", "bench",
+                     "device"}
 
 
 def _help_commands(output: str) -> set[str]:

@@ -112,16 +112,23 @@ def tiny_run(tmp_path_factory):
     return make_run(tmp_path_factory.mktemp("qat"))
 
 
-def test_qat_run_exports_int8_with_its_trained_ranges(tiny_run, tmp_path):
+@pytest.fixture(scope="module")
+def qat_run(tiny_run, tmp_path_factory):
+    from hmff_edge.quant.finetune import QATConfig, qat_finetune
+
+    out = tmp_path_factory.mktemp("qat_out") / "qat"
+    metrics = qat_finetune(tiny_run, out, QATConfig(epochs=2, lr=5e-4, progress=False))
+    return out, metrics
+
+
+def test_qat_run_exports_int8_with_its_trained_ranges(tiny_run, qat_run, tmp_path):
     """QAT fine-tune -> a run folder that loads; its full-integer TFLite uses the trained
     input range and agrees with the QAT Keras model on the run's images."""
     from hmff_edge.convert import to_tflite
     from hmff_edge.models import load_model
     from hmff_edge.quant.fakequant import FakeQuant
-    from hmff_edge.quant.finetune import QATConfig, qat_finetune
 
-    out = tmp_path / "qat"
-    metrics = qat_finetune(tiny_run, out, QATConfig(epochs=2, lr=5e-4, progress=False))
+    out, metrics = qat_run
     assert (out / "model.keras").is_file() and (out / "history.csv").is_file()
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["qat"]["epochs"] == 2 and cfg["qat"]["source_run"].endswith("run")
@@ -143,6 +150,55 @@ def test_qat_run_exports_int8_with_its_trained_ranges(tiny_run, tmp_path):
     got = tflite_predict(tfl, x)
     assert (ref.argmax(1) == got.argmax(1)).mean() >= 0.97
     assert np.abs(ref - got).max() < 0.1
+
+
+def test_qat_onnx_int8_carries_the_trained_ranges(tiny_run, qat_run, tmp_path):
+    """ONNX int8 of a QAT model comes from its full-integer TFLite: a QDQ graph whose input
+    scale is the trained one, full-integer, agreeing with the QAT Keras model."""
+    import onnx
+    import onnxruntime as ort
+
+    from hmff_edge.convert import to_onnx
+    from hmff_edge.models import load_model
+    from hmff_edge.quant.fakequant import FakeQuant
+
+    out, _ = qat_run
+    x, _ = normalized(tiny_run.parent / "data")
+    np.save(tmp_path / "calib.npy", x[:32])
+    path = tmp_path / "q.onnx"
+    to_onnx.convert({"keras": str(out / "model.keras"), "img_size": SIZE, "quantization": "int8",
+                     "qat": True, "out": str(path), "calib": str(tmp_path / "calib.npy"),
+                     "io_dtype": "int8", "opset": 17})
+    assert to_onnx.check_graph(path, full_integer=True) == []
+    proto = onnx.load(str(path))
+    first_q = next(n for n in proto.graph.node if n.op_type == "QuantizeLinear")
+    init = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
+    qmodel = load_model(out / "model.keras", compile=False)
+    fq = next(layer for layer in qmodel.layers if isinstance(layer, FakeQuant))
+    assert float(init[first_q.input[1]]) == pytest.approx(fq.scale_zero_point()[0], rel=1e-5)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    ref = np.asarray(qmodel(x, training=False))
+    assert (ref.argmax(1) == got.argmax(1)).mean() >= 0.97
+
+
+def test_int16x8_export_has_int16_activations_and_agrees(tiny_run, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from hmff_edge.convert import to_tflite
+    from hmff_edge.models import load_model
+
+    x, _ = normalized(tiny_run.parent / "data")
+    np.save(tmp_path / "calib.npy", x[:32])
+    tfl = tmp_path / "a16.tflite"
+    to_tflite.convert({"keras": str(tiny_run / "model.keras"), "img_size": SIZE,
+                       "quantization": "int16x8", "out": str(tfl),
+                       "calib": str(tmp_path / "calib.npy"), "io_dtype": "int8"})
+    kinds = {np.dtype(d["dtype"]).name for d in Interpreter(model_path=str(tfl)).get_tensor_details()}
+    assert "int16" in kinds
+    ref = np.asarray(load_model(tiny_run / "model.keras", compile=False)(x))
+    got = tflite_predict(tfl, x)
+    assert (ref.argmax(1) == got.argmax(1)).mean() >= 0.97 and np.abs(ref - got).max() < 0.05
 
 
 def test_dynamic_range_file_is_not_full_integer(tiny_run, tmp_path):

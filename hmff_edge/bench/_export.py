@@ -20,8 +20,9 @@ from pathlib import Path
 # Bumped when what an export contains changes, so bench caches from older recipes are
 # re-exported (2: BN statistics from inputs, see hmff_edge.models.bn_stats; 3: int8 hard_swish
 # as int8-native elementwise ops, see hmff_edge.convert.trace.decompose_for_int8; 4: a
-# centre-tap depthwise exported as a 1x1 DEPTHWISE_CONV_2D instead of a MUL).
-EXPORT_RECIPE = 4
+# centre-tap depthwise exported as a 1x1 DEPTHWISE_CONV_2D instead of a MUL; 5: int8 grouped 1x1
+# layers in the graph form measured fastest, hmff_edge.convert.forms).
+EXPORT_RECIPE = 5
 INFO_NAME = "bench_export.json"  # params, MACs, exporter and recipe, beside the files
 _FORMAT = {"litert": "tflite", "onnxruntime": "onnx", "tensorflow": "savedmodel"}
 

@@ -118,7 +118,12 @@ def device_record(opts: BenchOptions, prof: DeviceProfile, hardware: dict, threa
     """What ran where, with the emulation label that every output repeats."""
     emulation = prof.kind == "rpi" and not opts.host
     cap = runner.format_size(limit) if limit else "no memory cap"
-    if emulation:
+    emulator = hardware.get("emulation") if opts.host else None  # hmff-edge device emulate
+    if emulator:
+        emulation = True
+        label = (f"{emulator.get('label')} - {prof.name} profile at {opts.host}, qemu-user on "
+                 f"{emulator.get('host_cpu')}")
+    elif emulation:
         label = (f"EMULATION of {prof.name} ({threads} threads, {cap}) on "
                  f"{hardware.get('cpu_model')} - not Raspberry Pi timings")
     elif opts.host:

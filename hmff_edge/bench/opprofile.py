@@ -18,6 +18,10 @@ import sys
 import time
 from collections import Counter, defaultdict
 
+# Memory-bound ops that do no MACs: their share is what a fused or LUT form could save.
+ELEMENTWISE = ("LOGISTIC", "MUL", "ADD", "TRANSPOSE", "HARD_SWISH", "QUANTIZE", "DEQUANTIZE",
+               "RESHAPE", "CONCATENATION", "SUB", "MINIMUM", "MAXIMUM", "RELU6", "RELU")
+
 
 def _time(interp, feeds, runs: int) -> float:
     """Fastest ``invoke`` of ``runs`` (after two warm-ups): on a shared machine other jobs
@@ -83,8 +87,13 @@ def profile_ops(path: str, threads: int = 1, runs: int = 20) -> dict:
                 err = None
             except Exception as exc:  # noqa: BLE001 - an op that cannot stand alone
                 sec, err = None, f"{type(exc).__name__}: {exc}"[:200]
+            out_t = sg.tensors[op.outputs[0]]
             per_op.append({"index": k, "op": name, "ms": None if sec is None else sec * 1e3,
-                           "output_shape": [int(d) for d in sg.tensors[op.outputs[0]].shape],
+                           "output_shape": [int(d) for d in out_t.shape],
+                           "input_shapes": [[int(d) for d in sg.tensors[i].shape]
+                                            for i in op.inputs if i >= 0],
+                           "tensor": (out_t.name.decode() if isinstance(out_t.name, bytes)
+                                      else str(out_t.name))[:120],
                            "error": err})
     finally:
         sg.operators, sg.inputs, sg.outputs = ops, inputs, outputs
@@ -97,8 +106,11 @@ def profile_ops(path: str, threads: int = 1, runs: int = 20) -> dict:
                      "share": by_type[k] / total if total else None}
                     for k, c in Counter(p["op"] for p in per_op).items()),
                    key=lambda r: -r["ms"])
+    elementwise = sum(by_type[k] for k in ELEMENTWISE if k in by_type)
     return {"model": path, "threads": threads, "runs": runs, "whole_model_ms": whole_s * 1e3,
             "sum_of_ops_ms": total, "op_count": len(per_op), "by_type": types,
+            "elementwise_ms": elementwise,
+            "elementwise_share": elementwise / total if total else None,
             "ops": per_op,
             "method": "each op cut out into a single-op .tflite and timed alone (fastest of "
                       f"{runs} invokes, XNNPACK, {threads} thread(s))"}

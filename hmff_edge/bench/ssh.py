@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hmff_edge.bench import runner
+from hmff_edge.device.layout import MARKER as EMULATION_MARKER
 from hmff_edge.errors import ConfigError, UnavailableError
 
 _HOST = re.compile(r"^(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>[A-Za-z0-9._:\[\]-]+?)"
@@ -46,7 +47,18 @@ class RemoteTarget:
         if not m or not m.group("host"):
             raise ConfigError(f"--host must look like USER@HOST or USER@HOST:PORT, got {spec!r}")
         port = kw.pop("port", None) or (int(m.group("port")) if m.group("port") else None)
-        return cls(host=m.group("host"), user=m.group("user"), port=port, **kw)
+        return cls(host=m.group("host"), user=m.group("user"), port=port, **kw).with_emulator()
+
+    def with_emulator(self) -> RemoteTarget:
+        """An emulated device on this host:port (``hmff-edge device emulate``) brings its own
+        key and known_hosts, so ``--host`` alone reaches it."""
+        from hmff_edge.device.emulator import lookup
+
+        info = lookup(self.host, self.port)
+        if info is not None and not self.identity:
+            self.identity = info.key
+            self.options = [*info.ssh_options, *self.options]
+        return self
 
     @property
     def destination(self) -> str:
@@ -93,6 +105,18 @@ def _run(cmd: list[str], timeout: float, what: str) -> subprocess.CompletedProce
         raise RemoteError(f"{what} did not finish within {timeout:.0f} s") from exc
 
 
+def parse_workdir(stdout: str) -> tuple[str, dict | None]:
+    """The folder ``mktemp`` printed and the emulation marker after it (None on a board)."""
+    lines = stdout.strip().splitlines()
+    at = max((i for i, ln in enumerate(lines) if ln.startswith("/tmp/hmff-bench.")),
+             default=len(lines) - 1)
+    try:
+        marker = json.loads("\n".join(lines[at + 1:]) or "null")
+    except ValueError:
+        marker = None
+    return lines[at].strip(), marker if isinstance(marker, dict) else None
+
+
 def remote_sweep(target: RemoteTarget, model: str, *, runtime: str, threads: int,
                  batch_sizes: str, max_batch: int, runs: int, seconds: float, warmup: int,
                  memory_limit: int | None, trial_timeout: float = 900.0,
@@ -101,11 +125,13 @@ def remote_sweep(target: RemoteTarget, model: str, *, runtime: str, threads: int
     model_path = Path(model)
     if not model_path.exists():
         raise ConfigError(f"model file {model!r} does not exist")
-    proc = target.ssh("mktemp -d /tmp/hmff-bench.XXXXXX", timeout=60)
+    # One round trip: the work folder, and the marker an emulated root carries.
+    proc = target.ssh(f"mktemp -d /tmp/hmff-bench.XXXXXX && {{ cat {EMULATION_MARKER} "
+                      f"2>/dev/null || true; }}", timeout=60)
     if proc.returncode != 0:
         raise RemoteError(f"cannot reach {target.destination} (ssh exit {proc.returncode}): "
                           f"{proc.stderr.strip()[-800:]}")
-    rdir = proc.stdout.strip().splitlines()[-1]
+    rdir, emulation = parse_workdir(proc.stdout)
     try:
         target.scp([str(model_path), os.path.abspath(runner.__file__)], rdir, timeout=timeout)
         rmodel = f"{rdir}/{model_path.name}"
@@ -127,6 +153,8 @@ def remote_sweep(target: RemoteTarget, model: str, *, runtime: str, threads: int
             raise RemoteError(f"the runner on {target.destination} printed no JSON: "
                               f"{proc.stdout[-500:]!r} / {proc.stderr[-500:]!r}") from exc
         result["remote_command"] = remote_cmd
+        if emulation:
+            result["hardware"]["emulation"] = emulation
         result["model_file"]["path"] = str(model_path)
         return result
     finally:

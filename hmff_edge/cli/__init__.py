@@ -4,7 +4,7 @@ and works on a device that has only the runtime extra)."""
 
 # Each module registers its command(s) on ``app`` when imported; the order is the order
 # of the commands in ``--help``.
-from hmff_edge.cli import models, train, qat, export, predict, serve, bench  # noqa: F401,I001
+from hmff_edge.cli import models, train, qat, export, predict, serve, bench, device  # noqa: F401,I001
 from hmff_edge.cli._app import app
 
 

@@ -32,6 +32,9 @@ app.add_typer(bench_app, name="bench")
 _BASELINE = typer.Option(None, "--baseline", help="Ratios in the Table 5 shape (compare.md) "
                                                   "against this model (default: the first)")
 _JSON = typer.Option(False, "--json", help="Print the results as JSON")
+_ROOFLINE = typer.Option(False, "--roofline", help="Also each LiteRT model's MACs, bytes moved, "
+                         "this machine's measured GEMM peak and bandwidth, the lower-bound "
+                         "time and the achieved share (hmff_edge.bench.roofline)")
 _OUT = typer.Option(None, "--out", "-o", help="Write results.json, trials.csv, results.md, "
                                               "compare.md and PNG plots (with matplotlib) here")
 
@@ -77,6 +80,7 @@ def run_cmd(
     json_out: bool = _JSON,
     out: Path = _OUT,
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars"),
+    roofline: bool = _ROOFLINE,
 ) -> None:
     """Latency and throughput of exports: load time, first inference, batch-1 latency
     (mean, std, min, p50, p90, p99) and a batch sweep 1, 2, 4, ... until out-of-memory or
@@ -92,7 +96,7 @@ def run_cmd(
         ssh_options=tuple(ssh_option), remote_python=remote_python, quant=quant,
         img_size=img_size, classes=classes, cache=str(cache) if cache else None)
     results = bench(models, opts, progress=not (no_progress or json_out))
-    _emit(results, out, baseline, json_out, table=terminal_table(results))
+    _emit(results, out, baseline, json_out, table=terminal_table(results), roofline=roofline)
     if not json_out and len(results) > 1:
         typer.echo("\n" + compare_table(results, baseline))
 
@@ -106,20 +110,29 @@ def compare_cmd(
     baseline: str = _BASELINE,
     json_out: bool = _JSON,
     out: Path = _OUT,
+    roofline: bool = _ROOFLINE,
 ) -> None:
     """The paper's Table 5 shape (latency, throughput, params, MACs, GFLOP/s, ratio to a
     baseline) from saved bench results, without measuring again."""
     from hmff_edge.bench.report import compare_table, load_results
 
     results = [r for path in results_files for r in load_results(path)]
-    _emit(results, out, baseline, json_out, table=compare_table(results, baseline))
+    _emit(results, out, baseline, json_out, table=compare_table(results, baseline),
+          roofline=roofline)
 
 
 def _emit(results: list[dict], out: Path | None, baseline: str | None, json_out: bool,
-          table: str) -> None:
-    """Files under ``out``, then JSON or the human table on stdout."""
+          table: str, roofline: bool = False) -> None:
+    """Files under ``out``, then JSON or the human table on stdout (with ``roofline``, each
+    LiteRT result gets its roofline first and the roofline table follows)."""
     from hmff_edge.bench.report import write_outputs
     from hmff_edge.bench.runner import SCHEMA
+
+    if roofline:
+        from hmff_edge.bench.roofline import attach, results_table
+
+        attach(results)
+        table += "\n\n" + results_table(results)
 
     written = write_outputs(results, out, baseline=baseline) if out else []
     if json_out:

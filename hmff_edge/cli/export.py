@@ -43,6 +43,11 @@ def export_cmd(
     classes: int = typer.Option(None, "--classes", help="Classes for a variant-name SOURCE "
                                 "(default 10)."),
     opset: int = typer.Option(None, "--opset", help="ONNX opset (default 17)."),
+    optimize: str = typer.Option(None, "--optimize", help="Graph form of each grouped 1x1 in "
+                                 "TFLite: latency (fastest measured form; default for int8) | "
+                                 "size (the grouped form; default otherwise)."),
+    form_table: Path = typer.Option(None, "--form-table", help="Per-device form timings "
+                                    "(bench/form_table.py) to use instead of the shipped one."),
     calib_method: str = typer.Option(None, "--calib-method", help="ONNX int8 calibration: "
                                      "minmax (default) | entropy | percentile."),
     no_qat: bool = typer.Option(False, "--no-qat", help="Never fine-tune: int8 that misses the "
@@ -50,8 +55,14 @@ def export_cmd(
     qat_epochs: int = typer.Option(None, "--qat-epochs", help="Epochs of the QAT fine-tune the "
                                    "int8 ladder runs when post-training int8 misses the gate "
                                    "(default 2; needs the run's training data)."),
+    qat_images: int = typer.Option(None, "--qat-images", help="Training images the QAT "
+                                   "fine-tune uses, a fixed subset (default 5000; bounds its "
+                                   "time on large data sets)."),
     diagnose: bool = typer.Option(False, "--diagnose", help="Per-layer int8 error table and "
                                   "plot for every int8 TFLite (always for failed ones)."),
+    verify_on: str = typer.Option(None, "--verify-on", help="rpi4 | rpi5: also run each "
+                                  "TFLite artifact in the emulated arm64 runtime (hmff-edge "
+                                  "device; needs root) and compare with this host's outputs."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
@@ -69,7 +80,8 @@ def export_cmd(
     given = {"formats": fmt, "quantizations": quantize, "calib_data": calib_data,
              "calib_samples": calib_samples, "io_dtype": io_dtype, "eval_data": eval_data,
              "eval_samples": eval_samples, "verify_samples": verify_samples, "opset": opset,
-             "calib_method": calib_method, "qat_epochs": qat_epochs}
+             "optimize": optimize, "form_table": form_table,
+             "calib_method": calib_method, "qat_epochs": qat_epochs, "qat_images": qat_images}
     settings = load_recipe(recipe) if recipe is not None else {}
     settings.update({k: v for k, v in given.items() if v is not None})
     if no_qat:
@@ -77,7 +89,7 @@ def export_cmd(
     if diagnose:
         settings["diagnose"] = True
     options = ExportOptions(out=out, verify=not no_verify, img_size=img_size, classes=classes,
-                            progress=not (quiet or json_out), **settings)
+                            progress=not (quiet or json_out), verify_on=verify_on, **settings)
     options.validate()  # option errors before TensorFlow is imported
     try:
         report = export(source, options)
@@ -93,5 +105,12 @@ def export_cmd(
         print_json(report.to_dict())
         return
     typer.echo(report.table())
+    for a in report.artifacts:  # which graph form each grouped 1x1 took, and why
+        plan = a.metadata.get("extra", {}).get("graph_forms")
+        if plan:
+            from hmff_edge.convert.forms import FormPlan
+
+            fp = FormPlan.from_dict(plan)
+            typer.echo(f"{a.label}: {fp.summary()}" + "".join(f"\n  note: {n}" for n in fp.notes))
     typer.echo(f"\nwrote {sum(a.published for a in report.artifacts)} artifact(s) + "
                f"export_report.json to {report.out_dir}")

@@ -21,6 +21,8 @@ def qat_cmd(
     batch_size: int = typer.Option(None, "--batch-size", help="Batch size (default: the run's)."),
     distill: float = typer.Option(0.5, "--distill", help="Weight of the float model's "
                                   "probabilities in the loss (0 = labels only, 1 = teacher only)."),
+    images: int = typer.Option(None, "--images", help="Fine-tune on a fixed subset of this "
+                               "many training images (default: the run's whole training split)."),
     data: str = typer.Option(None, "--data", help="Training data, when the run's folder moved "
                              "(same classes)."),
     json_out: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
@@ -38,7 +40,7 @@ def qat_cmd(
     )
 
     cfg = QATConfig(epochs=epochs, lr=lr, batch_size=batch_size, distill=distill, data=data,
-                    progress=not (quiet or json_out))
+                    max_images=images, progress=not (quiet or json_out))
     cfg.validate()  # bad values refused before TensorFlow is imported
     check_data_reachable(read_run_config(run), data)
     check_out(out)

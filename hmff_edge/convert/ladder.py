@@ -70,6 +70,7 @@ def fine_tune(src: ResolvedSource, options: ExportOptions, stage: Path) -> tuple
 
     out = stage / QAT_RUN
     metrics = qat_finetune(src.run_dir, out, QATConfig(epochs=options.qat_epochs,
+                                                       max_images=options.qat_images,
                                                        progress=options.progress))
     return out, metrics
 

@@ -88,9 +88,15 @@ class ExportOptions:
     calib_method: str = "minmax"  # ONNX int8 (onnxruntime quantize_static)
     qat: bool = True  # int8 ladder: fine-tune with QAT when post-training int8 misses the gate
     qat_epochs: int = 2
+    qat_images: int | None = 5000  # training images the ladder's QAT fine-tune uses (bounded time)
     diagnose: bool = False  # per-layer int8 error table for every int8 artifact
     latency: bool = True  # batch-1 latency of each artifact in its runtime
+    verify_on: str | None = None  # rpi4 | rpi5: also compare TFLite outputs in emulated arm64
     progress: bool = True
+    # Graph form of each grouped 1x1 (hmff_edge.convert.forms): latency | size; None =
+    # latency for int8, size for the rest. form_table: a per-device table to use instead.
+    optimize: str | None = None
+    form_table: str | os.PathLike | None = None
     extra: dict = field(default_factory=dict)
 
     def targets(self) -> list[Target]:
@@ -139,6 +145,8 @@ class ExportOptions:
         if not isinstance(self.qat_epochs, int) or not 1 <= self.qat_epochs <= MAX_QAT_EPOCHS:
             raise ConfigError(f"--qat-epochs must be an integer from 1 to {MAX_QAT_EPOCHS}, got "
                               f"{self.qat_epochs!r} (--no-qat turns the QAT step off)")
+        if self.qat_images is not None and self.qat_images < 1:
+            raise ConfigError(f"--qat-images must be at least 1, got {self.qat_images!r}")
         if self.calib_samples < 1:
             raise ConfigError(f"calib_samples must be >= 1, got {self.calib_samples}")
         if self.eval_samples < 0:
@@ -147,9 +155,20 @@ class ExportOptions:
             raise ConfigError(f"verify_samples must be >= 1, got {self.verify_samples}")
         if self.img_size is not None and self.img_size < 1:
             raise ConfigError(f"img_size must be positive, got {self.img_size}")
+        if self.verify_on is not None:
+            from hmff_edge.device.targets import get_target
+
+            get_target(self.verify_on)  # ConfigError naming rpi4, rpi5
+            if not self.verify or not any(t.format == "tflite" for t in targets):
+                raise ConfigError("--verify-on compares TFLite artifacts on the verification "
+                                  "images: it needs a tflite format and no --no-verify")
         if self.classes is not None and self.classes < 2:
             raise ConfigError(f"classes must be >= 2, got {self.classes}")
-        for name in ("calib_data", "eval_data"):
+        if self.optimize is not None:
+            from hmff_edge.convert.forms import check_optimize
+
+            check_optimize(self.optimize)
+        for name in ("calib_data", "eval_data", "form_table"):
             p = getattr(self, name)
             if p is not None and not Path(p).exists():
                 raise ConfigError(f"--{name.replace('_', '-')} {str(p)!r} does not exist")
@@ -193,7 +212,7 @@ def _names(value: list[str] | str, allowed: tuple[str, ...], what: str) -> list[
 
 RECIPE_KEYS = ("formats", "quantizations", "calib_data", "calib_samples", "io_dtype",
                "eval_data", "eval_samples", "verify_samples", "opset", "calib_method", "qat",
-               "qat_epochs", "diagnose")
+               "qat_epochs", "qat_images", "diagnose")
 
 
 def load_recipe(path: str | os.PathLike) -> dict:

@@ -80,6 +80,10 @@ def export(source: str | os.PathLike, options: ExportOptions | None = None) -> E
         try:
             produced = _convert_all(src, options, targets, stage, calib_npy, verify_set,
                                     reference, report)
+            if options.verify_on and verify_set is not None:
+                from hmff_edge.device.verify import check_export
+
+                check_export(options.verify_on, report, produced, verify_set.x)
             report.seconds = round(time.perf_counter() - t0, 2)
             good = [item for item, a in zip(produced, report.artifacts) if a.passed]
             for a in report.artifacts:
@@ -135,6 +139,8 @@ def _spec(src: ResolvedSource, options: ExportOptions, target: Target, stage: Pa
         "opset": options.opset, "calib_method": options.calib_method,
         "fp32_tflite": str(raw_paths["tflite-fp32"]) if "tflite-fp32" in raw_paths else None,
         "fp32_onnx": str(raw_paths["onnx-fp32"]) if "onnx-fp32" in raw_paths else None,
+        "optimize": options.optimize,
+        "form_table": str(options.form_table) if options.form_table else None,
     }
 
 
@@ -150,9 +156,11 @@ def _convert_one(src: ResolvedSource, options: ExportOptions, target: Target,
     exporter = get_exporter(target.format)
     raw = Path(spec["out"])
     final = stage / (target.filename if path == "ptq" else f"{path}_{target.filename}")
-    run_in_child(exporter.module, "convert", spec, what=f"{target.label} conversion")
+    child = run_in_child(exporter.module, "convert", spec, what=f"{target.label} conversion")
     ins, outs = exporter.io_specs(raw, src.num_classes)
     meta = _metadata(src, target, ins, outs, report, path)
+    if child.get("graph_forms"):  # hmff_edge.convert.forms: which form each grouped 1x1 took
+        meta.extra["graph_forms"] = child["graph_forms"]
     if exporter.is_dir:  # SavedModel: embed in place, then the folder is the artifact
         exporter.embed_metadata(raw, raw, meta.to_json())
         final = raw

@@ -35,7 +35,8 @@ def convert(spec: dict) -> dict:
     conv = _converter(spec, tf)
     data = unpin_batch(conv.convert(), TRACE_BATCH)
     atomic_write_bytes(spec["out"], data)
-    return {"path": spec["out"], "bytes": len(data)}
+    return {"path": spec["out"], "bytes": len(data),
+            "graph_forms": getattr(conv, "hmff_graph_forms", None)}
 
 
 def _converter(spec: dict, tf) -> Any:
@@ -46,7 +47,15 @@ def _converter(spec: dict, tf) -> Any:
     q = spec["quantization"]
     if q == "int8":
         decompose_for_int8(model)
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([frozen_function(model, spec["img_size"])])
+    from hmff_edge.convert import forms
+
+    # The graph form of each grouped 1x1 (hmff_edge.convert.forms), recorded for metadata.
+    plan = forms.plan_for_model(model, spec["img_size"], q, spec.get("optimize"),
+                                spec.get("form_table"))
+    with forms.use_forms(plan.layer_forms()):
+        fn = frozen_function(model, spec["img_size"])
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([fn])
+    conv.hmff_graph_forms = plan.to_dict()
     # Builtins only: a graph needing Flex (SELECT_TF_OPS) fails here instead of at run time.
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if q in ("fp16", "dynamic", "int8", "int16x8"):

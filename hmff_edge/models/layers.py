@@ -7,7 +7,8 @@ The grouped convolution has one weight layout and these graph forms:
 
 * one grouped ``tf.nn.conv2d`` (after an explicit interleave when ``interleave_input``). It
   converts to a single TFLite ``CONV_2D`` with a grouped filter and to ONNX
-  ``Conv(group=g)``, and it is what export always traces (:func:`export_mode`). Where
+  ``Conv(group=g)``, and it is what export traces (:func:`export_mode`) unless an export plan picks an exact
+  alternative form per layer (:mod:`hmff_edge.convert.forms`). Where
   TensorFlow can differentiate it (its oneDNN CPU kernels, and cuDNN on GPUs) it is the
   training form too (``bench/train_speed.py --no-native-grouped-conv`` measures the
   fallback instead).
@@ -132,7 +133,8 @@ class GroupedPointwiseConv2D(keras.layers.Layer):
         )
 
     def call(self, x):
-        return grouped_pointwise_conv(x, self.kernel, self.groups, self.interleave_input)
+        return grouped_pointwise_conv(x, self.kernel, self.groups, self.interleave_input,
+                                      name=self.name)
 
     def block_diagonal_kernel(self):
         """The same weights as a dense ``(1, 1, Cin, F)`` kernel, zero outside the groups
@@ -150,13 +152,21 @@ class GroupedPointwiseConv2D(keras.layers.Layer):
         return cfg
 
 
-def grouped_pointwise_conv(x, kernel, groups: int, interleave_input: bool = False):
+def grouped_pointwise_conv(x, kernel, groups: int, interleave_input: bool = False,
+                           name: str | None = None):
     """``x`` through a grouped 1x1 ``kernel`` of shape ``(1, 1, Cin/G, F)`` in the graph form
-    for the context (see module doc): export mode and native training use one grouped
-    ``tf.nn.conv2d``; the fallback uses a block-diagonal dense kernel or a batched matmul.
+    for the context (see module doc): export mode emits the form chosen for layer ``name``
+    (:func:`hmff_edge.convert.forms.current_form`: one grouped ``tf.nn.conv2d`` unless an
+    export plan says otherwise), native training the grouped ``tf.nn.conv2d``; the fallback
+    uses a block-diagonal dense kernel or a batched matmul.
     A function of the kernel, so that quantization-aware layers can pass a folded,
     fake-quantized kernel through the same forms."""
-    if in_export_mode() or native_grouped_training():
+    if in_export_mode():
+        from hmff_edge.convert import forms
+
+        form = forms.current_form(name, groups)
+        return forms.emit(x, kernel, groups, interleave_input, form)
+    if native_grouped_training():
         if interleave_input:
             x = interleave_channels(x, groups)
         return tf.nn.conv2d(x, kernel, strides=1, padding="VALID")

@@ -44,6 +44,7 @@ class QATConfig:
     distill: float = 0.5  # weight of the float model's probabilities in the loss
     calib_batches: int = 8  # batches that set the initial activation ranges
     data: str | None = None
+    max_images: int | None = None  # fine-tune on a fixed subset of the run's training split
     momentum: float = 0.99  # of the activation ranges' moving averages
     progress: bool = True
 
@@ -58,6 +59,8 @@ class QATConfig:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size!r}")
         if not 0.0 <= self.distill <= 1.0:
             raise ConfigError(f"--distill must be between 0 and 1, got {self.distill!r}")
+        if self.max_images is not None and self.max_images < 1:
+            raise ConfigError(f"--qat-images must be at least 1, got {self.max_images!r}")
         if self.calib_batches < 1:
             raise ConfigError(f"calib_batches must be at least 1, got {self.calib_batches!r}")
 
@@ -131,16 +134,20 @@ def qat_finetune(run_dir: str | os.PathLike, out: str | os.PathLike,
     return metrics
 
 
-def _train_config(config: dict[str, Any], spec: str):
+def _train_config(config: dict[str, Any], spec: str, max_images: int | None):
     from hmff_edge.train.config import TrainConfig
 
-    return TrainConfig.from_dict({**config, "data": spec, "out": config.get("out") or ""})
+    limit = config.get("train_limit")
+    if max_images is not None:
+        limit = max_images if limit is None else min(int(limit), max_images)
+    return TrainConfig.from_dict({**config, "data": spec, "out": config.get("out") or "",
+                                  "train_limit": limit})
 
 
 def _prepare(config: dict[str, Any], spec: str, cfg: QATConfig):
     from hmff_edge.train.data_setup import prepare_data
 
-    data = prepare_data(_train_config(config, spec), progress=cfg.progress)
+    data = prepare_data(_train_config(config, spec, cfg.max_images), progress=cfg.progress)
     if list(data.labels) != list(config.get("labels", data.labels)):
         raise DataError(f"data {spec!r} has classes {data.labels}; the run was trained on "
                         f"{config.get('labels')}")

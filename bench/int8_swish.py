@@ -1,0 +1,113 @@
+"""Does LiteRT's int8 path run swish (LOGISTIC + MUL) as one pass? And hard_swish?
+
+    python bench/int8_swish.py [--size 56] [--channels 128] [--rounds 15]
+
+One 1x1 CONV_2D (HxWxC -> C) followed by each spelling of the activation, full-integer int8
+(int8 I/O), XNNPACK, 1 thread; all files timed round-robin, median of --rounds x 20 invokes.
+The cost of an activation is its file's time minus the bare convolution's: when LOGISTIC +
+MUL costs what LOGISTIC alone costs, the MUL is folded into the same pass. Writes
+bench/results/int8/swish_<cpu kind>.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def spellings(tf):
+    return {
+        "conv alone": lambda y: y,
+        "LOGISTIC only": tf.sigmoid,
+        "swish: tf.nn.silu (LOGISTIC + MUL)": tf.nn.silu,
+        "swish: x * sigmoid(x)": lambda y: y * tf.sigmoid(y),
+        "relu6 (fused into the conv)": tf.nn.relu6,
+        "hard_swish: x * relu6(x + 3) / 6 (-> HARD_SWISH op)":
+            lambda y: y * tf.nn.relu6(y + 3.0) * (1 / 6),
+        "hard_swish: x * clip(x / 6 + 1/2, 0, 1) (the int8 export's spelling)":
+            lambda y: y * tf.minimum(tf.maximum(y * (1 / 6) + 0.5, 0.0), 1.0),
+        "hard_swish: (x / 6) * relu6(x + 3)": lambda y: (y * (1 / 6)) * tf.nn.relu6(y + 3.0),
+    }
+
+
+def main() -> int:
+    import numpy as np
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from hmff_edge.bench.runner import hardware_info
+    from hmff_edge.convert.forms import device_kind, simd_flags
+    from hmff_edge.convert.to_tflite import op_histogram
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size", type=int, default=56)
+    ap.add_argument("--channels", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=15)
+    a = ap.parse_args()
+    h, c = a.size, a.channels
+    rng = np.random.default_rng(0)
+    k = tf.constant(rng.standard_normal((1, 1, c, c)).astype("float32") * 0.1)
+    its, hists = {}, {}
+    tmp = Path(tempfile.mkdtemp(prefix="hmff-swish-"))
+    for i, (name, act) in enumerate(spellings(tf).items()):
+        def f(x, act=act):
+            return act(tf.nn.conv2d(x, k, 1, "VALID"))
+
+        fn = tf.function(f, input_signature=[tf.TensorSpec([1, h, h, c], tf.float32)])
+        conv = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()])
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = lambda: (
+            [rng.standard_normal((1, h, h, c)).astype("float32")] for _ in range(4))
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = conv.inference_output_type = tf.int8
+        path = tmp / f"{i}.tflite"
+        path.write_bytes(conv.convert())
+        it = Interpreter(model_path=str(path), num_threads=1)
+        it.allocate_tensors()
+        d = it.get_input_details()[0]
+        it.set_tensor(d["index"], rng.integers(-128, 128, d["shape"]).astype(np.int8))
+        it.invoke()
+        its[name], hists[name] = it, dict(op_histogram(path))
+    samples = {n: [] for n in its}
+    for _ in range(a.rounds):
+        for n, it in its.items():
+            t0 = time.perf_counter()
+            for _ in range(20):
+                it.invoke()
+            samples[n].append((time.perf_counter() - t0) / 20 * 1e3)
+    med = {n: statistics.median(v) for n, v in samples.items()}
+    base = med["conv alone"]
+    hw = hardware_info()
+    rec = {"date": time.strftime("%Y-%m-%d", time.gmtime()), "cpu_model": hw["cpu_model"],
+           "simd": simd_flags(), "command": "python bench/int8_swish.py " + " ".join(sys.argv[1:]),
+           "shape": [1, h, h, c], "rounds": a.rounds,
+           "rows": [{"spelling": n, "ms": med[n], "over_conv_ms": med[n] - base,
+                     "ops": hists[n]} for n in its]}
+    out = REPO / "bench" / "results" / "int8" / f"swish_{device_kind()}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(rec, indent=1))
+    lines = [f"# int8 activations after a 1x1 conv ({h}x{h}x{c}), LiteRT XNNPACK, 1 thread", "",
+             f"CPU: {rec['cpu_model']}, SIMD: {', '.join(rec['simd'])}. {rec['date']}. "
+             f"Command: `{rec['command']}`. Median of {a.rounds} round-robin rounds x 20 "
+             "invokes; 'over conv' = the file's time minus the bare convolution's.", "",
+             "| spelling | ops in the file | ms | over conv ms |", "|---|---|---|---|"]
+    for r in rec["rows"]:
+        ops = ", ".join(f"{k} x{v}" for k, v in sorted(r["ops"].items()))
+        lines.append(f"| {r['spelling']} | {ops} | {r['ms']:.4f} | {r['over_conv_ms']:+.4f} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(out.with_suffix(".md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
