@@ -11,7 +11,7 @@ from hmff_edge.cli._common import handle_errors, print_json
 
 # CLI parameter -> TrainConfig field, for the options a user can give.
 _FIELD = {"no_augment": "augment"}
-_NOT_CONFIG = {"out", "resume", "overwrite", "json_out", "quiet"}
+_NOT_CONFIG = {"out", "resume", "overwrite", "json_out", "quiet", "qat", "qat_epochs"}
 
 
 def _given(ctx: typer.Context) -> dict[str, object]:
@@ -87,19 +87,32 @@ def train_cmd(
                                        "without a better val_accuracy."),
     strategy: str = typer.Option("default", "--strategy", help="default | mirrored (all local "
                                  "GPUs) | multi-worker (reads TF_CONFIG)."),
+    qat: bool = typer.Option(False, "--qat", help="After training, fine-tune the last epochs "
+                             "with quantization-aware training into OUT/qat (a run folder whose "
+                             "int8 export uses the trained ranges; see `hmff-edge qat`)."),
+    qat_epochs: int = typer.Option(2, "--qat-epochs", help="QAT epochs with --qat (1-100)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or epoch lines."),
 ) -> None:
     """Train a model (the paper's recipe unless told otherwise); write a run folder with the
-    model, config.json, MODEL_CARD.md, metrics and plots."""
+    model, config.json, MODEL_CARD.md, metrics and plots. With --qat, a QAT run in OUT/qat."""
+    from hmff_edge.quant.finetune import QATConfig
     from hmff_edge.train import TrainConfig, fit, format_summary
 
     given = _given(ctx)
     cfg = TrainConfig(out=str(out), **given)
     cfg.validate()
+    qat_cfg = QATConfig(epochs=qat_epochs, progress=not (quiet or json_out)) if qat else None
+    if qat_cfg is not None:
+        qat_cfg.validate()  # before hours of training
     echo = (lambda s: None) if (quiet or json_out) else (lambda s: typer.echo(s, err=True))
     result = fit(cfg, resume=resume, overwrite=overwrite, explicit=set(given),
                  progress=not (quiet or json_out), echo=echo)
+    qat_metrics = None
+    if qat_cfg is not None:
+        from hmff_edge.quant.finetune import qat_finetune
+
+        qat_metrics = qat_finetune(result.run_dir, Path(result.run_dir) / "qat", qat_cfg)
     if json_out:
         print_json({
             "run_dir": str(result.run_dir), "model": result.config["model"],
@@ -109,10 +122,14 @@ def train_cmd(
             "train_seconds": result.train_seconds,
             "images_per_second": result.images_per_second,
             "optimizer_iterations": result.optimizer_iterations, "params": result.params,
-            "init": result.config.get("init"),
+            "init": result.config.get("init"), "qat": qat_metrics,
         })
     elif result.metrics is not None:
         typer.echo(format_summary(result))
+    if qat_metrics is not None and not json_out:
+        typer.echo(f"QAT run {Path(result.run_dir) / 'qat'}: accuracy {qat_metrics['accuracy']:.4f} "
+                   f"(float {qat_metrics['float_accuracy']:.4f}) on the {qat_metrics['split']} "
+                   "split")
 
 
 @app.command("evaluate")
