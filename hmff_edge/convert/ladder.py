@@ -51,14 +51,16 @@ def hint(result: ArtifactResult, why_no_qat: str | None) -> str | None:
     """What to do next for a failed artifact."""
     if result.passed:
         return None
+    alt = ("--format tflite --quantize int16x8 (near float, reference kernels)"
+           if result.format == "tflite" else "--calib-method entropy or percentile")
     if result.quantization == "int8" and result.extra.get("quantization_path") == "qat":
-        return ("QAT was not enough: try `hmff-edge qat RUN --epochs 5` and export that run, or "
-                "use --quantize int16x8 (near float, reference kernels)")
+        return (f"QAT was not enough: try `hmff-edge qat RUN --epochs 5` and export that run, "
+                f"or {alt}")
     if result.quantization == "int8":
         if why_no_qat:
             return (f"run with QAT (`hmff-edge qat RUN --out RUN_QAT`, then export RUN_QAT), or "
-                    f"use --quantize int16x8; the ladder skipped QAT: {why_no_qat}")
-        return "use --quantize int16x8 (int16 activations), or check --diagnose"
+                    f"{alt}; the ladder skipped QAT: {why_no_qat}")
+        return f"try {alt}, or check --diagnose"
     if result.quantization in ("dynamic", "int16x8"):
         return "use fp16, or int8 through QAT"
     return None
