@@ -284,3 +284,60 @@ def test_train_with_qat_writes_a_qat_run(image_folder, tmp_path):
     assert json.loads(r.stdout)["qat"]["accuracy"] is not None
     cfg = json.loads((out / "qat" / "config.json").read_text())
     assert cfg["qat"]["epochs"] == 1 and (out / "qat" / "model.keras").is_file()
+
+
+@pytest.mark.parametrize("kind,groups,interleave", [("conv", 1, False), ("grouped", 8, False),
+                                                    ("grouped", 8, True), ("depthwise", 1, False)])
+def test_one_qat_layer_matches_its_int8_tflite_within_a_step(kind, groups, interleave):
+    """Layer by layer the int8 file computes what the QAT layer simulates: every output within
+    one quantization step, and almost all exact (what differs is rounding at ties and the
+    int32 bias; whole networks then amplify these one-step differences)."""
+    import keras
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    from hmff_edge.models.layers import export_mode
+    from hmff_edge.quant.fakequant import FakeQuant, observe_ranges
+    from hmff_edge.quant.layers import QuantConvBN
+
+    rng = np.random.default_rng(0)
+    c = 64
+    shape = {"conv": (1, 1, c, c), "grouped": (1, 1, c // groups, c),
+             "depthwise": (3, 3, c, 1)}[kind]
+    inp = keras.Input((8, 8, c))
+    x = FakeQuant(value_range=(-3.0, 3.0), name="in_q")(inp)
+    layer = QuantConvBN(kind, shape, groups=groups, interleave_input=interleave, name="q")
+    model = keras.Model(inp, FakeQuant(name="out_q")(layer(x)))
+    layer.set_weights([rng.normal(size=shape).astype(np.float32) * 0.3,
+                       rng.uniform(0.5, 1.5, c).astype(np.float32),
+                       rng.normal(size=c).astype(np.float32) * 0.1,
+                       rng.normal(size=c).astype(np.float32) * 0.1,
+                       rng.uniform(0.5, 2.0, c).astype(np.float32)])
+    xs = rng.normal(size=(32, 8, 8, c)).astype(np.float32)
+    observe_ranges(model, [xs])
+
+    @tf.function(input_signature=[tf.TensorSpec([2, 8, 8, c], tf.float32)])
+    def serve(v):
+        return {"out": model(v, training=False)}
+
+    with export_mode():
+        frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([xs[i:i + 2]] for i in range(0, 8, 2))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=conv.convert())
+    inp_d, out_d = it.get_input_details()[0], it.get_output_details()[0]
+    it.resize_tensor_input(inp_d["index"], list(xs.shape))
+    it.allocate_tensors()
+    it.set_tensor(inp_d["index"], xs)
+    it.invoke()
+    got = it.get_tensor(it.get_output_details()[0]["index"])
+    assert out_d["dtype"] == np.float32
+    steps = np.abs(got - np.asarray(model(xs))) / model.get_layer("out_q").scale_zero_point()[0]
+    assert steps.max() <= 1.0 + 1e-3
+    assert (steps > 0.5).mean() < 0.005
