@@ -64,7 +64,8 @@ def run_case(name: str, root: Path, reuse: bool) -> dict:
     run = root / name
     train_args = [a.format(data=DATA) for a in case["train"]]
     t0 = time.perf_counter()
-    if not (reuse and (run / "model.keras").is_file()):
+    reused = reuse and (run / "model.keras").is_file()
+    if not reused:
         p = _cli("train", *train_args, "--out", str(run), "--overwrite", "--json")
         if p.returncode != 0:
             raise SystemExit(f"{name}: training failed ({p.returncode}): {p.stderr[-2000:]}")
@@ -85,7 +86,8 @@ def run_case(name: str, root: Path, reuse: bool) -> dict:
     return {"case": name, "train_command": " ".join(["hmff-edge", "train", *train_args,
                                                       "--out", "RUN"]),
             "export_command": " ".join(["hmff-edge", *export_args]).replace(str(run), "RUN"),
-            "train_seconds": round(train_s, 1), "export_seconds": round(export_s, 1),
+            "train_seconds": None if reused else round(train_s, 1),
+            "export_seconds": round(export_s, 1),
             "float_test_accuracy": metrics.get("accuracy"), "exit_code": p.returncode,
             "report": report}
 
@@ -138,8 +140,10 @@ def markdown(record: dict) -> str:
              markdown_table([r for res in record["results"] for r in rows(res)], COLUMNS), ""]
     for res in record["results"]:
         q = res["report"].get("qat")
+        took = ("run folder reused" if not res.get("train_seconds")
+                else f"{res['train_seconds']:.0f} s")
         lines.append(f"- {res['case']}: train `{res['train_command']}` "
-                     f"({res['train_seconds']:.0f} s), export `{res['export_command']}`"
+                     f"({took}), export `{res['export_command']}`"
                      + (f"; QAT {q['epochs']} epochs in {q['seconds']:.0f} s, QAT Keras "
                         f"accuracy {100 * q['accuracy']:.2f}% vs float "
                         f"{100 * q['float_accuracy']:.2f}% on the {q['split']} split"
@@ -157,13 +161,23 @@ def _versions() -> dict:
     return out
 
 
+def rewrite_markdown(json_path: Path) -> None:
+    """Re-render a record's Markdown from its JSON (after a change of this script's table)."""
+    record = json.loads(json_path.read_text())
+    json_path.with_suffix(".md").write_text(markdown(record))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
     ap.add_argument("--root", type=Path, default=REPO / "runs" / "int8-ladder")
     ap.add_argument("--reuse", action="store_true", help="keep existing run folders")
     ap.add_argument("--name", default="int8_ladder", help="result file stem")
+    ap.add_argument("--render", type=Path, help="only re-render this record's Markdown")
     args = ap.parse_args(argv)
+    if args.render:
+        rewrite_markdown(args.render)
+        return 0
     if any(CASES[c].get("cifar") for c in args.cases) and not (DATA / "test").is_dir():
         ap.error(f"CIFAR-10 not found at {DATA} (set HMFF_CIFAR10)")
     load_before = os.getloadavg()[0]
