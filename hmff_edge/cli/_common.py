@@ -11,7 +11,6 @@ from typing import Any, TypeVar
 import typer
 
 from hmff_edge.errors import ExitCode, HmffEdgeError
-from hmff_edge.tables import text_table as format_table  # noqa: F401 - until train/ and convert/ import hmff_edge.tables
 
 F = TypeVar("F", bound=Callable[..., Any])
 

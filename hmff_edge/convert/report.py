@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hmff_edge.metadata import atomic_write_bytes
+from hmff_edge.tables import markdown_table, text_table
 
 TABLE_COLUMNS = [
     ("artifact", "format"), ("via", "via"), ("size_mb", "size MB"), ("op_count", "ops"),
@@ -104,8 +105,6 @@ class ExportReport:
         return [a.row() for a in self.artifacts]
 
     def table(self) -> str:
-        from hmff_edge.cli._common import format_table
-
         head = (f"{self.model} {self.img_size}x{self.img_size} from {self.source}; verified on "
                 f"{self.verify_images} images ({self.verify_source})")
         if self.keras_accuracy is not None:
@@ -114,19 +113,14 @@ class ExportReport:
             head += (f"\nQAT fine-tune ({self.qat['epochs']} epochs, {self.qat['seconds']:.0f} s): "
                      f"QAT Keras accuracy {100 * (self.qat['accuracy'] or 0):.2f}% on the "
                      f"{self.qat['split']} split (float {100 * (self.qat['float_accuracy'] or 0):.2f}%)")
-        text = head + "\n" + format_table(self.rows(), TABLE_COLUMNS)
+        text = head + "\n" + text_table(self.rows(), TABLE_COLUMNS)
         for a in self.artifacts:
             if a.diagnosis:
                 text += "\n\n" + diagnosis_table(a)
         return text
 
     def markdown(self) -> str:
-        cols = TABLE_COLUMNS
-        lines = ["| " + " | ".join(h for _, h in cols) + " |",
-                 "|" + "---|" * len(cols)]
-        for r in self.rows():
-            lines.append("| " + " | ".join(str(r[k]) for k, _ in cols) + " |")
-        return "\n".join(lines)
+        return markdown_table(self.rows(), TABLE_COLUMNS)
 
     def write(self, path: str | os.PathLike) -> Path:
         path = Path(path)
@@ -144,8 +138,6 @@ def path_size(path: str | os.PathLike) -> int:
 
 def diagnosis_table(a: ArtifactResult, worst: int = 8) -> str:
     """The worst layers of an artifact's per-layer int8 error, as text."""
-    from hmff_edge.cli._common import format_table
-
     d = a.diagnosis or {}
     rows = [{"op": r["op"], "tensor": r["tensor"][-60:],
              "err": "-" if r["rmse_scale"] is None else f"{r['rmse_scale']:.3f}",
@@ -154,5 +146,5 @@ def diagnosis_table(a: ArtifactResult, worst: int = 8) -> str:
     head = (f"{a.label}: per-layer int8 error over {d.get('layers', 0)} ops (RMSE in quantization"
             f" steps; 0.289 is pure rounding; median {d.get('median_rmse_scale', 0):.3f})"
             + (f", plot {d['plot']}" if d.get("plot") else ""))
-    return head + "\n" + format_table(rows, [("op", "op"), ("tensor", "tensor"),
+    return head + "\n" + text_table(rows, [("op", "op"), ("tensor", "tensor"),
                                               ("err", "rmse/scale"), ("range", "range")])

@@ -80,11 +80,11 @@ def compute_metrics(y_true, y_pred, labels: Sequence[str]) -> dict[str, Any]:
 
 def format_metrics(m: dict[str, Any]) -> str:
     """A per-class table plus the headline numbers, for the terminal."""
-    from hmff_edge.cli._common import format_table
+    from hmff_edge.tables import text_table
 
     rows = [{"cls": k, "p": f"{v['precision']:.3f}", "r": f"{v['recall']:.3f}",
              "f1": f"{v['f1']:.3f}", "n": v["support"]} for k, v in m["per_class"].items()]
-    table = format_table(rows, [("cls", "class"), ("p", "precision"), ("r", "recall"),
+    table = text_table(rows, [("cls", "class"), ("p", "precision"), ("r", "recall"),
                                 ("f1", "F1"), ("n", "support")])
     text = (f"{table}\naccuracy {m['accuracy']:.4f}  precision_micro {m['precision_micro']:.4f}  "
             f"recall_micro {m['recall_micro']:.4f}  ({m['num_samples']} images)")
