@@ -22,8 +22,24 @@ TOLERANCES: dict[str, dict[str, float]] = {
 }
 
 
+class GateResult:
+    """A check's record (a dataclass with a ``failures`` list): it passed when that list is
+    empty; :meth:`to_dict` is the JSON-ready record with ``passed``."""
+
+    failures: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["passed"] = self.passed
+        return d
+
+
 @dataclass
-class Verification:
+class Verification(GateResult):
     """The numbers behind a pass/fail decision."""
 
     images: int
@@ -35,15 +51,6 @@ class Verification:
     tolerance: dict[str, float]
     failures: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)  # figures beside the gate (QAT: float agreement)
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["passed"] = self.passed
-        return d
 
 
 def compare(reference: np.ndarray, got: np.ndarray, y: np.ndarray | None,

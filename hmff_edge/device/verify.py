@@ -19,11 +19,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from hmff_edge.convert.verify import GateResult
 from hmff_edge.device import xnnpack
 from hmff_edge.device.emulator import INFER, session
 from hmff_edge.device.errors import EmulatorError
@@ -39,7 +40,7 @@ DEFAULT_BATCH = 8
 
 
 @dataclass
-class Comparison:
+class Comparison(GateResult):
     """How far the emulated arm64 outputs are from the host's for one artifact."""
 
     artifact: str
@@ -53,15 +54,6 @@ class Comparison:
     top1_agreement: float
     qemu_cpu: str = ""
     failures: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["passed"] = self.passed
-        return d
 
 
 def tolerance_for(dtype: np.dtype | str, quantization: str,
