@@ -23,7 +23,8 @@ def format_summary(r: TrainResult) -> str:
         f"training  {r.epochs_done}/{c['epochs']} epochs"
         + (f" (resumed after epoch {r.resumed_from})" if r.resumed_from else "")
         + (" (early stop)" if r.stopped_early else "")
-        + f", {r.train_seconds:.0f} s of training in this invocation, {r.images_per_second:.0f} train images/s",
+        + f", {r.train_seconds:.0f} s training in this call, "
+        f"{r.images_per_second:.0f} train images/s",
         f"best      epoch {r.best_epoch}: val_accuracy {r.best_val_accuracy:.4f}",
     ]
     if m:
