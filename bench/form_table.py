@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 VARIANTS = ["hmff-mobilenet-16ch", "hmff-mobilenet-32ch", "hmff-mobilenet-64ch",

@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from hmff_edge.bench import runner  # noqa: E402
 from hmff_edge.bench.models import (  # noqa: E402

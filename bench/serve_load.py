@@ -37,7 +37,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 # Made on first use (TensorFlow, ~15 s) and cached outside the repository.
 DEFAULT_MODEL = (Path(tempfile.gettempdir()) / "hmff-edge-bench" / "hmff-mobilenet-16ch-224"
                  / "tflite_fp32.tflite")
