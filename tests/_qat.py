@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-
-from tests.conftest import make_image_folder
+from conftest import make_image_folder
 
 SIZE = 16
 CLASSES = ("blue", "green", "red")  # sorted, as class folders are read

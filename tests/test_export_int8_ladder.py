@@ -7,10 +7,10 @@ import json
 
 import numpy as np
 import pytest
+from conftest import make_image_folder
 
 from hmff_edge.convert.options import ExportOptions
 from hmff_edge.errors import ConfigError
-from tests.conftest import make_image_folder
 
 
 @pytest.mark.parametrize("epochs", [0, -3, 1000])
@@ -95,9 +95,10 @@ def test_ladder_takes_qat_after_a_failed_ptq_and_records_it(tmp_path):
     """A deliberately bad calibration set (flat grey images) breaks post-training int8; the
     ladder fine-tunes with QAT on the run's data, converts again and says so in the report
     and the artifact's metadata."""
+    from _qat import flat_grey, make_run
+
     from hmff_edge.convert import export
     from hmff_edge.errors import VerificationError
-    from tests._qat import flat_grey, make_run
 
     run = make_run(tmp_path, grey=True, epochs=40)
     bad = flat_grey(tmp_path / "bad_calib")
@@ -120,9 +121,10 @@ def test_ladder_takes_qat_after_a_failed_ptq_and_records_it(tmp_path):
 
 @pytest.mark.tf
 def test_no_qat_reports_the_failure_with_a_next_step(tmp_path):
+    from _qat import flat_grey, make_run
+
     from hmff_edge.convert import export
     from hmff_edge.errors import VerificationError
-    from tests._qat import flat_grey, make_run
 
     run = make_run(tmp_path, grey=True, epochs=40)
     bad = flat_grey(tmp_path / "bad_calib")

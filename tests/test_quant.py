@@ -7,8 +7,7 @@ import json
 
 import numpy as np
 import pytest
-
-from tests._qat import SIZE, make_run, normalized, tflite_predict, tiny_model
+from _qat import SIZE, make_run, normalized, tflite_predict, tiny_model
 
 pytestmark = pytest.mark.tf
 
