@@ -20,11 +20,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
-    import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
     from hmff_edge.bench import roofline as R
-    from hmff_edge.bench.runner import hardware_info
+    from hmff_edge.bench.runner import fill_random_input, hardware_info
     from hmff_edge.convert.forms import simd_flags
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -38,11 +37,7 @@ def main() -> int:
         name, _, path = item.partition("=")
         it = Interpreter(model_path=path, num_threads=1)
         it.allocate_tensors()
-        d = it.get_input_details()[0]
-        rng = np.random.default_rng(0)
-        x = (rng.integers(-128, 128, d["shape"]) if np.dtype(d["dtype"]).kind == "i"
-             else rng.standard_normal(d["shape"])).astype(d["dtype"])
-        it.set_tensor(d["index"], x)
+        fill_random_input(it)
         it.invoke()
         its[name] = (it, path)
     samples = {n: [] for n in its}

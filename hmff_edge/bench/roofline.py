@@ -130,16 +130,13 @@ def _macs(name: str, sg, ins: list[int], outs: list[int]) -> int:
 
 
 def _median_invoke_s(path: Path, threads: int, rounds: int) -> float:
-    import numpy as np
     from ai_edge_litert.interpreter import Interpreter
+
+    from hmff_edge.bench.runner import fill_random_input
 
     it = Interpreter(model_path=str(path), num_threads=threads)
     it.allocate_tensors()
-    d = it.get_input_details()[0]
-    rng = np.random.default_rng(0)
-    x = (rng.integers(-128, 128, d["shape"]) if np.dtype(d["dtype"]).kind == "i"
-         else rng.standard_normal(d["shape"])).astype(d["dtype"])
-    it.set_tensor(d["index"], x)
+    fill_random_input(it)
     for _ in range(3):
         it.invoke()
     samples = []

@@ -210,7 +210,8 @@ def hardware_info() -> dict:
 
 
 # --------------------------------------------------------------------------- backends
-def _make_input(dtype, shape, seed=0):
+def make_input(dtype, shape, seed=0):
+    """A random input of ``dtype``: the full integer range, or standard normal floats."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -219,6 +220,12 @@ def _make_input(dtype, shape, seed=0):
         info = np.iinfo(dtype)
         return rng.integers(info.min, int(info.max) + 1, size=shape, dtype=dtype)
     return rng.standard_normal(shape).astype(dtype)
+
+
+def fill_random_input(interpreter, seed=0) -> None:
+    """Set a LiteRT interpreter's (first) input to :func:`make_input` of its dtype and shape."""
+    d = interpreter.get_input_details()[0]
+    interpreter.set_tensor(d["index"], make_input(d["dtype"], d["shape"], seed))
 
 
 class LiteRTBackend:
@@ -406,7 +413,7 @@ def run_trial(spec: TrialSpec) -> TrialResult:
     backend = open_backend(spec.model, spec.runtime, spec.threads, spec.device)
     backend.resize(spec.batch)
     load_s = time.perf_counter() - t0
-    x = _make_input(backend.input_dtype, backend.input_shape)
+    x = make_input(backend.input_dtype, backend.input_shape)
     t0 = time.perf_counter()
     backend.run(x)
     first_s = time.perf_counter() - t0

@@ -431,8 +431,9 @@ class LiteRTTimer:
         self.threads, self.rounds, self.runs = threads, rounds, runs
 
     def __call__(self, key: LayerKey, forms: list[GroupedForm]) -> dict[GroupedForm, float]:
-        import numpy as np
         from ai_edge_litert.interpreter import Interpreter
+
+        from hmff_edge.bench.runner import fill_random_input
 
         its = {}
         for f in forms:
@@ -441,11 +442,7 @@ class LiteRTTimer:
                 it.allocate_tensors()
             except Exception:  # noqa: BLE001 - a form this converter/runtime cannot run
                 continue
-            d = it.get_input_details()[0]
-            rng = np.random.default_rng(0)
-            x = (rng.integers(-128, 128, d["shape"]) if np.dtype(d["dtype"]).kind == "i"
-                 else rng.standard_normal(d["shape"])).astype(d["dtype"])
-            it.set_tensor(d["index"], x)
+            fill_random_input(it)
             it.invoke()
             its[f] = it
         samples: dict[GroupedForm, list[float]] = {f: [] for f in forms}
