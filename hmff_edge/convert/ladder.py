@@ -121,8 +121,8 @@ def summary(result: ArtifactResult) -> dict[str, Any]:
             "failures": list(result.problems) + list(v.get("failures") or [])}
 
 
-def record_qat(report: ExportReport, qat_dir: Path, metrics: dict[str, Any]) -> None:
-    report.qat = {"run": QAT_RUN, "epochs": metrics.get("epochs"),
+def record_qat(report: ExportReport, metrics: dict[str, Any], epochs: int) -> None:
+    report.qat = {"run": QAT_RUN, "epochs": epochs,
                   "seconds": metrics.get("seconds"), "accuracy": metrics.get("accuracy"),
                   "float_accuracy": metrics.get("float_accuracy"),
                   "accuracy_cost_points": metrics.get("accuracy_cost_points"),

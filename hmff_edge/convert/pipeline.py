@@ -199,7 +199,7 @@ def _int8_ladder(src: ResolvedSource, options: ExportOptions, targets: list[Targ
     why_not = ladder.qat_unavailable(src, options) if failed else None
     if failed and why_not is None and verify_set is not None and reference is not None:
         qat_dir, metrics = ladder.fine_tune(src, options, stage)
-        ladder.record_qat(report, qat_dir, {**metrics, "epochs": options.qat_epochs})
+        ladder.record_qat(report, metrics, options.qat_epochs)
         qat_ref = ladder.qat_reference(qat_dir, verify_set.x)
         for i in failed:
             target = targets[i]

@@ -143,8 +143,9 @@ def diagnosis_table(a: ArtifactResult, worst: int = 8) -> str:
              "err": "-" if r["rmse_scale"] is None else f"{r['rmse_scale']:.3f}",
              "range": "[" + ", ".join("-" if v is None else f"{v:.3g}" for v in r["range"]) + "]"}
             for r in d.get("worst", [])[:worst]]
-    head = (f"{a.label}: per-layer int8 error over {d.get('layers', 0)} ops (RMSE in quantization"
-            f" steps; 0.289 is pure rounding; median {d.get('median_rmse_scale', 0):.3f})"
+    head = (f"{a.label}: per-layer error of the float model's post-training int8 conversion, "
+            f"{d.get('layers', 0)} ops (RMSE in quantization steps; 0.289 is pure rounding; "
+            f"median {d.get('median_rmse_scale') or 0:.3f})"
             + (f", plot {d['plot']}" if d.get("plot") else ""))
     return head + "\n" + text_table(rows, [("op", "op"), ("tensor", "tensor"),
                                               ("err", "rmse/scale"), ("range", "range")])
