@@ -12,16 +12,3 @@ file's quantization parameters, so the export runs what the QAT model trained wi
 
 Submodules import TensorFlow; this package's ``__init__`` does not.
 """
-
-from __future__ import annotations
-
-# Layer classes the QAT rebuild understands (by class name, base classes included), for a
-# TF-free check of a model's layer census and for the error that names what is not.
-SUPPORTED_LAYERS = (
-    "InputLayer", "Conv2D", "DepthwiseConv2D", "PaddingAwareDepthwiseConv2D",
-    "GroupedPointwiseConv2D", "BatchNormalization", "FusedBatchNormalization", "Activation",
-    "FusedActivation", "ReLU", "Add", "Concatenate", "GlobalAveragePooling2D", "Dense",
-    "Dropout", "ChannelInterleave",
-)
-
-__all__ = ["SUPPORTED_LAYERS"]
