@@ -185,6 +185,35 @@ def test_qat_onnx_int8_carries_the_trained_ranges(tiny_run, qat_run, tmp_path):
     assert (ref.argmax(1) == got.argmax(1)).mean() >= 0.97
 
 
+def test_export_of_a_qat_run_converts_its_ranges_and_never_fine_tunes_again(qat_run,
+                                                                            tmp_path):
+    """`hmff-edge export RUN_QAT -q int8 --diagnose`: both int8 files say qat, the report
+    names the float run, the per-layer table is the float run's, and no second QAT runs
+    (rebuilding a fake-quantized model would be refused)."""
+    from hmff_edge.convert import ExportOptions, export
+    from hmff_edge.convert.ladder import qat_unavailable
+    from hmff_edge.convert.source import resolve_source
+
+    out, metrics = qat_run
+    src = resolve_source(out)
+    assert src.qat and src.qat["source_run"].endswith("run")
+    assert "QAT run already" in qat_unavailable(src, ExportOptions())
+    opts = ExportOptions(formats="tflite,onnx", quantizations="int8", diagnose=True,
+                         out=tmp_path / "export", progress=False, latency=False)
+    report = export(out, opts)
+    arts = {a.label: a for a in report.artifacts}
+    assert set(arts) == {"tflite-int8", "onnx-int8"}
+    for a in arts.values():
+        assert a.passed and a.extra["quantization_path"] == "qat", a.row()["status"]
+        assert a.verification["top1_agreement"] >= 0.97
+    assert report.qat["source_run"] == src.qat["source_run"]
+    assert arts["tflite-int8"].diagnosis["worst"]  # the float run's PTQ, layer by layer
+    meta = json.loads((tmp_path / "export" / "tflite_int8.json").read_text())
+    assert meta["extra"]["quantization_path"] == "qat"
+    assert meta["extra"]["qat"]["float_accuracy"] == pytest.approx(metrics["float_accuracy"])
+    assert not (tmp_path / "export" / "qat_run").exists()
+
+
 def test_int16x8_export_has_int16_activations_and_agrees(tiny_run, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 

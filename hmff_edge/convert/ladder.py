@@ -33,6 +33,8 @@ def needs_qat(result: ArtifactResult) -> bool:
 
 def qat_unavailable(src: ResolvedSource, options: ExportOptions) -> str | None:
     """Why the QAT step cannot run for this export, or None when it can."""
+    if src.qat:
+        return "the source is a QAT run already (fine-tune it again with `hmff-edge qat`)"
     if not options.qat:
         return "QAT is off (--no-qat)"
     if src.kind != "run" or src.run_dir is None or not src.has_data:
@@ -127,3 +129,10 @@ def record_qat(report: ExportReport, metrics: dict[str, Any], epochs: int) -> No
                   "float_accuracy": metrics.get("float_accuracy"),
                   "accuracy_cost_points": metrics.get("accuracy_cost_points"),
                   "split": metrics.get("split")}
+
+
+def record_source_qat(report: ExportReport, src: ResolvedSource) -> None:
+    """``report.qat`` for a source that is a QAT run: what the artifacts' ranges came from."""
+    q = src.qat or {}
+    report.qat = {"run": str(src.run_dir or src.keras_path.parent), "epochs": q.get("epochs"),
+                  "source_run": q.get("source_run"), "float_accuracy": q.get("float_accuracy")}

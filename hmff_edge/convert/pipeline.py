@@ -114,14 +114,20 @@ def _convert_all(src: ResolvedSource, options: ExportOptions, targets: list[Targ
                  ) -> list[tuple[Path, Path, ArtifactMetadata]]:
     from tqdm import tqdm
 
+    from hmff_edge.convert import ladder
+
     produced = []
     raw_paths: dict[str, Path] = {}  # label -> converted file before metadata (dependencies)
+    if src.qat:
+        ladder.record_source_qat(report, src)
     bar = tqdm(targets, desc="export", unit="artifact", disable=not options.progress)
     for target in bar:
         bar.set_postfix_str(target.label)
-        spec = _spec(src, options, target, stage, calib_npy, raw_paths)
+        spec, path = _spec(src, options, target, stage, calib_npy, raw_paths), "ptq"
+        if src.qat and target.quantization == "int8":  # a QAT run: its own trained ranges
+            spec, path = ladder.qat_spec(spec, target, src.keras_path.parent), "qat"
         item, result = _convert_one(src, options, target, spec, stage, verify_set, reference,
-                                    report)
+                                    report, path=path)
         raw_paths[target.label] = Path(spec["out"])
         report.artifacts.append(result)
         produced.append(item)
@@ -214,8 +220,24 @@ def _int8_ladder(src: ResolvedSource, options: ExportOptions, targets: list[Targ
         if a.quantization == "int8" and a.format == "tflite" and (options.diagnose
                                                                    or not a.passed):
             spec = _spec(src, options, targets[i], stage, calib_npy, {}, "_diag")
-            a.diagnosis = diagnose(spec, stage / f"diagnosis_{a.label}.png")
+            a.diagnosis = _diagnose(src, spec, stage / f"diagnosis_{a.label}.png")
         a.hint = ladder.hint(a, why_not)
+
+
+def _diagnose(src: ResolvedSource, spec: dict[str, Any], plot: Path) -> dict[str, Any]:
+    """The per-layer table of the float model's post-training int8 (for a QAT run, of the
+    float run it was fine-tuned from); a failure to diagnose is reported, not raised: the
+    export's own result stands without it."""
+    if src.qat:
+        float_model = Path(str(src.qat.get("source_run") or "")) / "model.keras"
+        if not float_model.is_file():
+            return {"skipped": "a QAT run is diagnosed through its float run, and "
+                               f"{str(float_model)!r} is gone"}
+        spec = {**spec, "keras": str(float_model)}
+    try:
+        return diagnose(spec, plot)
+    except (ArtifactError, VerificationError, ConfigError) as exc:
+        return {"skipped": f"the diagnosis failed: {exc}"}
 
 
 def _graph_problems(target: Target, path: Path, hist, src: ResolvedSource) -> list[str]:
@@ -288,8 +310,8 @@ def _publish(produced, out: Path, report: ExportReport, stage: Path) -> None:
     from hmff_edge.convert.ladder import QAT_RUN
 
     extras = sorted(stage.glob("diagnosis_*.png"))
-    if report.qat and any(a.published and a.extra.get("quantization_path") == "qat"
-                          for a in report.artifacts):
+    if (stage / QAT_RUN).is_dir() and any(a.published and a.extra.get("quantization_path")
+                                          == "qat" for a in report.artifacts):
         extras.append(stage / QAT_RUN)
     for p in extras:
         dst = out / p.name

@@ -139,6 +139,8 @@ def path_size(path: str | os.PathLike) -> int:
 def diagnosis_table(a: ArtifactResult, worst: int = 8) -> str:
     """The worst layers of an artifact's per-layer int8 error, as text."""
     d = a.diagnosis or {}
+    if d.get("skipped"):
+        return f"{a.label}: no per-layer table: {d['skipped']}"
     rows = [{"op": r["op"], "tensor": r["tensor"][-60:],
              "err": "-" if r["rmse_scale"] is None else f"{r['rmse_scale']:.3f}",
              "range": "[" + ", ".join("-" if v is None else f"{v:.3g}" for v in r["range"]) + "]"}

@@ -38,6 +38,12 @@ class ResolvedSource:
     def num_classes(self) -> int:
         return len(self.labels)
 
+    @property
+    def qat(self) -> dict[str, Any] | None:
+        """The QAT record of a run written by ``hmff-edge qat`` (its model is fake-quantized:
+        int8 converts with its trained ranges, and it is never fine-tuned again)."""
+        return self.config.get("qat") or None
+
 
 def resolve_source(source: str | os.PathLike, *, img_size: int | None = None,
                    classes: int | None = None, workdir: Path | None = None) -> ResolvedSource:

@@ -49,6 +49,8 @@ class RunConfig:
     class_weights: dict[str, float] | None = None
     init: InitOrigin | None = None
     versions: dict[str, str] = field(default_factory=dict)
+    # A QAT run's record (hmff_edge.quant.finetune): its settings and the float run it came from.
+    qat: dict[str, Any] | None = None
 
     # -- what the other stages read ---------------------------------------------------
     @property
@@ -86,6 +88,7 @@ class RunConfig:
             "class_weights": self.class_weights,
             "init": asdict(self.init) if self.init else None,
             "versions": self.versions,
+            **({"qat": self.qat} if self.qat else {}),
             # Descriptions for a reader of the file; derived, never read back.
             "lr_schedule": describe_schedule(t) if t.lr is not None else "",
             "optimizer": "adam" + (f" with EMA of the weights (momentum {EMA_MOMENTUM})"
