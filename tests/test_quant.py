@@ -207,6 +207,7 @@ def test_export_of_a_qat_run_converts_its_ranges_and_never_fine_tunes_again(qat_
         assert a.passed and a.extra["quantization_path"] == "qat", a.row()["status"]
         assert a.verification["top1_agreement"] >= 0.97
     assert report.qat["source_run"] == src.qat["source_run"]
+    assert f"QAT run fine-tuned from {src.qat['source_run']}" in report.table()
     assert arts["tflite-int8"].diagnosis["worst"]  # the float run's PTQ, layer by layer
     meta = json.loads((tmp_path / "export" / "tflite_int8.json").read_text())
     assert meta["extra"]["quantization_path"] == "qat"

@@ -109,7 +109,11 @@ class ExportReport:
                 f"{self.verify_images} images ({self.verify_source})")
         if self.keras_accuracy is not None:
             head += f"; Keras accuracy {100 * self.keras_accuracy:.2f}%"
-        if self.qat:
+        if self.qat and self.qat.get("source_run"):  # the source is a QAT run
+            fa = self.qat.get("float_accuracy")
+            head += (f"\nQAT run fine-tuned from {self.qat['source_run']}"
+                     + (f" (float accuracy {100 * fa:.2f}%)" if fa is not None else ""))
+        elif self.qat:
             head += (f"\nQAT fine-tune ({self.qat['epochs']} epochs, {self.qat['seconds']:.0f} s): "
                      f"QAT Keras accuracy {100 * (self.qat['accuracy'] or 0):.2f}% on the "
                      f"{self.qat['split']} split (float {100 * (self.qat['float_accuracy'] or 0):.2f}%)")
