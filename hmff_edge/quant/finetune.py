@@ -111,7 +111,7 @@ def qat_finetune(run_dir: str | os.PathLike, out: str | os.PathLike,
     spec = check_data_reachable(config, cfg.data)
     out_path = check_out(out)
     from hmff_edge.models import load_model
-    from hmff_edge.quant.transform import check_supported
+    from hmff_edge.quant.transform import check_supported, snap_biases
 
     model = load_model(Path(run_dir) / "model.keras", compile=False)
     check_supported(model)
@@ -121,6 +121,7 @@ def qat_finetune(run_dir: str | os.PathLike, out: str | os.PathLike,
                                   else None))
     try:
         qmodel, history = _train(model, data, config, cfg)
+        snap_biases(qmodel)  # the int32 biases the int8 file will hold
         metrics = _evaluate(model, qmodel, data, config)
         metrics["seconds"] = round(time.perf_counter() - t0, 1)
         _write_run(stage, out_path, qmodel, config, cfg, run_dir, spec, history, metrics,

@@ -264,3 +264,52 @@ def _rebuild(layer, ins, out_t, g: _Graph, weights):
     if isinstance(layer, (L.Dropout, ChannelInterleave)):
         return type(layer).from_config(layer.get_config())(x), None
     raise UnsupportedLayerError(f"{layer.name} ({type(layer).__name__})")  # pragma: no cover
+
+
+def _input_quantizer(layer) -> FakeQuant | None:
+    """The :class:`FakeQuant` whose grid ``layer``'s input lies on (through copied layers,
+    which keep the grid: an interleave, a dropout)."""
+    from hmff_edge.models.layers import ChannelInterleave
+
+    (t,) = layer._inbound_nodes[0].input_tensors
+    while True:
+        producer = t._keras_history.operation
+        if isinstance(producer, FakeQuant):
+            return producer
+        if not isinstance(producer, (ChannelInterleave, L.Dropout)):
+            return None
+        (t,) = producer._inbound_nodes[0].input_tensors
+
+
+def snap_biases(qmodel) -> int:
+    """Put every folded bias of ``qmodel`` on its int32 grid (scale input scale x weight
+    scale, per output channel), as the int8 file stores it; returns the layers changed.
+
+    The converter rounds each bias to that grid; a QAT model whose biases lie between
+    points computes slightly different sums than its int8 file, and a sum that lands on the
+    other side of a rounding boundary sends a one-step difference through every later layer.
+    Moves ``beta`` (or the bias of a layer without BN) by the rounding, at most half a grid
+    step: a change of at most 1/1000 of an output step on typical scales.
+    """
+    n = 0
+    for layer in qmodel.layers:
+        if not isinstance(layer, QuantConvBN):
+            continue
+        fq = _input_quantizer(layer)
+        if fq is None:
+            continue
+        s_in = fq.scale_zero_point()[0]
+        kernel, bias = (np.asarray(v, np.float64) for v in layer.folded())
+        axes = tuple(range(kernel.ndim - (2 if layer.kind == "depthwise" else 1)))
+        s_w = np.abs(kernel).max(axis=axes) / 127.0
+        if layer.kind == "dense":
+            s_w = np.full_like(bias, np.abs(kernel).max() / 127.0)
+        step = (s_in * s_w).reshape(-1)
+        step = np.where(step > 0, step, 1.0)
+        delta = (np.round(bias / step) * step - bias).astype(np.float32)
+        var = layer.beta if layer.use_bn else (layer.bias if layer.use_bias else None)
+        if var is None:
+            continue
+        var.assign(np.asarray(var) + delta)
+        n += 1
+    return n
