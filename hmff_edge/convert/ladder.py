@@ -80,12 +80,12 @@ def fine_tune(src: ResolvedSource, options: ExportOptions, stage: Path) -> tuple
 
 
 def qat_reference(qat_dir: Path, x: np.ndarray) -> np.ndarray:
-    """The QAT Keras model's probabilities on ``x`` (float, fake-quantized)."""
+    """The QAT Keras model's probabilities on ``x`` (fake-quantized, in float64: see
+    :func:`hmff_edge.quant.transform.float64_twin`)."""
     from hmff_edge.models import load_model
+    from hmff_edge.quant.transform import reference_predictions
 
-    model = load_model(qat_dir / "model.keras", compile=False)
-    return np.concatenate([np.asarray(model(x[i:i + 128], training=False), np.float32)
-                           for i in range(0, len(x), 128)])
+    return reference_predictions(load_model(qat_dir / "model.keras", compile=False), x)
 
 
 def verify_qat(float_ref: np.ndarray, qat_ref: np.ndarray, got: np.ndarray,

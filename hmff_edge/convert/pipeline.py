@@ -333,10 +333,9 @@ def _publish(produced, out: Path, report: ExportReport, stage: Path) -> None:
 
 
 def _keras_predict(src: ResolvedSource, x: np.ndarray) -> np.ndarray:
-    model = _parent_model(src)
-    out = [np.asarray(model(x[i : i + 128], training=False), np.float32)
-           for i in range(0, len(x), 128)]
-    return np.concatenate(out)
+    from hmff_edge.quant.transform import reference_predictions
+
+    return reference_predictions(_parent_model(src), x)
 
 
 def _calibration(src: ResolvedSource, options: ExportOptions) -> ImageSet:

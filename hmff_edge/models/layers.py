@@ -166,6 +166,8 @@ def grouped_pointwise_conv(x, kernel, groups: int, interleave_input: bool = Fals
 
         form = forms.current_form(name, groups)
         return forms.emit(x, kernel, groups, interleave_input, form)
+    if x.dtype == tf.float64:  # a QAT model's exact reference: no grouped conv in double
+        return _batched_matmul(x, kernel, groups, interleave_input)
     if native_grouped_training():
         if interleave_input:
             x = interleave_channels(x, groups)

@@ -49,6 +49,30 @@ def float_mode() -> Iterator[None]:
         _FLOAT.reset(token)
 
 
+def _f32_rounded(v):
+    """``v`` (float64) rounded to float32 precision: the int8 file stores its scales so."""
+    return tf.cast(tf.cast(v, tf.float32), tf.float64)
+
+
+def _fake_quant64(x, lo, hi):
+    """TensorFlow's nudged 8-bit fake quantization (0..255 around an exact zero), in float64:
+    its op takes float32 only, and float32 round-off alone sends a few outputs to the other
+    side of a rounding boundary than the int8 file's exact integer sums do."""
+    lo, hi = tf.cast(lo, tf.float64), tf.cast(hi, tf.float64)
+    exact = (hi - lo) / 255.0
+    # The converter nudges the zero point in double, rounding half away from zero.
+    zp = tf.clip_by_value(tf.floor(-lo / exact + 0.5), 0.0, 255.0)
+    scale = _f32_rounded(exact)
+    q = tf.clip_by_value(tf.floor(x / scale + 0.5), -zp, 255.0 - zp)
+    return q * scale
+
+
+def _weights64(w, m):
+    """Symmetric narrow-range weight fake quantization (scale ``m / 127``) in float64."""
+    scale = _f32_rounded(m / 127.0)
+    return tf.clip_by_value(tf.floor(w / scale + 0.5), -127.0, 127.0) * scale
+
+
 def quantize_weights(w, per_channel: bool = True):
     """Symmetric int8 fake quantization of ``w``, per channel over its last axis or (for a
     fully connected layer, whose weights the converter transposes) per tensor."""
@@ -57,6 +81,8 @@ def quantize_weights(w, per_channel: bool = True):
     axes = list(range(len(w.shape) - 1)) if per_channel else None
     # The range is a statistic of the weights, not a path for their gradient.
     m = tf.maximum(tf.stop_gradient(tf.reduce_max(tf.abs(w), axis=axes)), 1e-8)
+    if w.dtype == tf.float64:
+        return _weights64(w, m)
     if not per_channel:
         return tf.quantization.fake_quant_with_min_max_vars(w, -m, m, num_bits=8,
                                                             narrow_range=True)
@@ -68,6 +94,8 @@ def quantize_fixed(x, lo: float, hi: float):
     """8-bit fake quantization over a constant range."""
     if _FLOAT.get():
         return x
+    if x.dtype == tf.float64:
+        return _fake_quant64(x, lo, hi)
     return tf.quantization.fake_quant_with_min_max_vars(x, lo, hi, num_bits=8)
 
 
@@ -126,6 +154,8 @@ class FakeQuant(keras.layers.Layer):
         """``x`` on the stored range's 8-bit grid (the range widened to contain 0)."""
         lo = tf.minimum(self.range_min, 0.0)
         hi = tf.maximum(tf.maximum(self.range_max, 0.0), lo + 1e-6)
+        if x.dtype == tf.float64:
+            return _fake_quant64(x, lo, hi)
         return tf.quantization.fake_quant_with_min_max_vars(x, lo, hi, num_bits=8)
 
     def scale_zero_point(self) -> tuple[float, int]:

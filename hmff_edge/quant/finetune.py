@@ -218,10 +218,13 @@ def _train(model, data, config: dict[str, Any], cfg: QATConfig):
 
 
 def _predict(model, split_data, config) -> tuple[np.ndarray, np.ndarray]:
+    from hmff_edge.quant.transform import reference_model
+
+    model, dtype = reference_model(model)  # a QAT model as its int8 file computes it
     ds = split_data.eval_dataset(batch_size=128, mean=config["mean"], std=config["std"])
     ys, ps = [], []
     for x, y in ds:
-        ps.append(np.asarray(model(x, training=False)).argmax(1))
+        ps.append(np.asarray(model(np.asarray(x, dtype), training=False)).argmax(1))
         ys.append(np.asarray(y))
     return np.concatenate(ys), np.concatenate(ps)
 

@@ -72,7 +72,8 @@ class QuantConvBN(keras.layers.Layer):
     def folded(self):
         """``(kernel, bias)`` with BN folded in, before fake quantization."""
         c = self.channels
-        kernel, bias = self.kernel, self.bias if self.use_bias else tf.zeros((c,))
+        kernel = self.kernel
+        bias = self.bias if self.use_bias else tf.zeros((c,), dtype=kernel.dtype)
         if self.kind == "depthwise" and self.centre_tap:
             kh, kw = self.kernel_shape[:2]
             kernel = kernel[kh // 2:kh // 2 + 1, kw // 2:kw // 2 + 1]

@@ -313,3 +313,55 @@ def snap_biases(qmodel) -> int:
         var.assign(np.asarray(var) + delta)
         n += 1
     return n
+
+
+def _retyped(obj, dtype: str):
+    """A copy of a Keras config tree with every float32 ``dtype`` entry set to ``dtype``."""
+    if isinstance(obj, list):
+        return [_retyped(v, dtype) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    out = {}
+    for k, v in obj.items():
+        if k == "dtype" and v == "float32":
+            out[k] = dtype
+        elif k == "dtype" and isinstance(v, dict) and v.get("config", {}).get("name") == "float32":
+            out[k] = {**v, "config": {**v["config"], "name": dtype}}
+        else:
+            out[k] = _retyped(v, dtype)
+    return out
+
+
+def float64_twin(qmodel):
+    """``qmodel`` rebuilt in float64 with the same weights: what its int8 file computes.
+
+    The int8 file sums integers exactly and rounds once per tensor; the float32 QAT model
+    rounds every product and partial sum, which moves about 2 in 100,000 outputs of a layer
+    across a rounding boundary, and a deep network amplifies those one-step differences.
+    In float64 the fake quantizers see the exact sums (see
+    :func:`hmff_edge.quant.fakequant.quantize_fixed`), so this twin is the reference the int8
+    export is verified against. Inference only.
+    """
+    twin = keras.Model.from_config(_retyped(qmodel.get_config(), "float64"))
+    twin.set_weights([np.asarray(w, np.float64) for w in qmodel.get_weights()])
+    return twin
+
+
+def is_qat_model(model) -> bool:
+    """Whether ``model`` holds fake quantizers (a model :func:`quantize_model` built)."""
+    return any(isinstance(layer, FakeQuant) for layer in model.layers)
+
+
+def reference_model(model):
+    """``(model, input dtype)`` to evaluate ``model`` with: a QAT model's
+    :func:`float64_twin` (the model its int8 file is verified against), else itself."""
+    if is_qat_model(model):
+        return float64_twin(model), np.float64
+    return model, np.float32
+
+
+def reference_predictions(model, x: np.ndarray, batch: int = 128) -> np.ndarray:
+    """``model``'s outputs on ``x`` in inference (float32), through :func:`reference_model`."""
+    model, dtype = reference_model(model)
+    return np.concatenate([np.asarray(model(x[i:i + batch].astype(dtype), training=False),
+                                      np.float32) for i in range(0, len(x), batch)])
