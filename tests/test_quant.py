@@ -4,6 +4,7 @@ layer, the int8 export of a QAT model against the QAT Keras model, and bad input
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -152,6 +153,9 @@ def test_qat_run_exports_int8_with_its_trained_ranges(tiny_run, qat_run, tmp_pat
 
     out, metrics = qat_run
     assert (out / "model.keras").is_file() and (out / "history.csv").is_file()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # a normal folder, not mkdtemp's 0700
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["qat"]["epochs"] == 2 and cfg["qat"]["source_run"].endswith("run")
     assert metrics["accuracy"] >= metrics["float_accuracy"] - 0.05
