@@ -1,18 +1,29 @@
-"""Helpers shared by the command modules: error reporting and JSON output."""
+"""Helpers shared by the command modules: registration, error reporting and JSON output."""
 
 from __future__ import annotations
 
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import typer
 
+from hmff_edge.cli._options import Opt, options
 from hmff_edge.errors import ExitCode, HmffEdgeError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def command(group: typer.Typer, name: str, rows: Sequence[Opt] | None = None) -> Callable[[F], F]:
+    """Register the function as command ``name`` of ``group``, with :func:`handle_errors`
+    and, given ``rows``, its options declared by that table (:func:`options`)."""
+
+    def register(fn: F) -> F:
+        return group.command(name)(handle_errors(fn if rows is None else options(rows)(fn)))
+
+    return register
 
 
 def handle_errors(fn: F) -> F:
