@@ -16,12 +16,13 @@ from hmff_edge.errors import ExitCode, HmffEdgeError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def command(group: typer.Typer, name: str, rows: Sequence[Opt] | None = None) -> Callable[[F], F]:
-    """Register the function as command ``name`` of ``group``, with :func:`handle_errors`
-    and, given ``rows``, its options declared by that table (:func:`options`)."""
+def command(group: typer.Typer, name: str, rows: Sequence[Opt]) -> Callable[[F], F]:
+    """Register the function as command ``name`` of ``group``, its options declared by the
+    table ``rows`` (:func:`~hmff_edge.cli._options.options`), its errors reported by
+    :func:`handle_errors`."""
 
     def register(fn: F) -> F:
-        return group.command(name)(handle_errors(fn if rows is None else options(rows)(fn)))
+        return group.command(name)(handle_errors(options(rows)(fn)))
 
     return register
 
