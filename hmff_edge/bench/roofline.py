@@ -132,20 +132,13 @@ def _macs(name: str, sg, ins: list[int], outs: list[int]) -> int:
 def _median_invoke_s(path: Path, threads: int, rounds: int) -> float:
     from ai_edge_litert.interpreter import Interpreter
 
-    from hmff_edge.bench.runner import fill_random_input
+    from hmff_edge.bench.runner import fill_random_input, invoke_seconds
 
     it = Interpreter(model_path=str(path), num_threads=threads)
     it.allocate_tensors()
     fill_random_input(it)
-    for _ in range(3):
-        it.invoke()
-    samples = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        it.invoke()
-        samples.append(time.perf_counter() - t0)
     # the fastest quartile: other jobs on a shared machine only ever add time
-    samples.sort()
+    samples = sorted(invoke_seconds(it, rounds, warmup=3))
     return statistics.median(samples[:max(1, len(samples) // 4)])
 
 
