@@ -67,6 +67,7 @@ _OPTIONS = (
 
 
 def _given(ctx: typer.Context) -> dict[str, object]:
+    """The TrainConfig fields the command line gives (``fit`` names them as explicit)."""
     given = given_fields(ctx, _OPTIONS)
     if "augment" in given:  # the flag is --no-augment
         given["augment"] = not given["augment"]
