@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from hmff_edge.tables import markdown_table
+
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -120,6 +122,19 @@ def main() -> int:
     return 0
 
 
+TABLE_COLUMNS = [("model", "model"), ("quant", "quant"), ("img_size", "px"),
+                 ("host", "host p50 ms"), ("emulated", "emulated p50 ms"), ("ratio", "emulated / host"),
+                 ("verify", "verify max diff")]
+
+
+def _table_row(row: dict) -> dict:
+    v = row["verify"]
+    return {"model": row["model"], "quant": row["quant"], "img_size": row["img_size"],
+            "host": f"{row['host_p50_ms']:.3f}", "emulated": f"{row['emulated_p50_ms']:.1f}",
+            "ratio": f"{row['ratio']:.0f}x",
+            "verify": f"{v['max_diff']:g} {v['unit']} ({'pass' if v['passed'] else 'FAIL'})"}
+
+
 def _markdown(r: dict) -> str:
     s = r["setup"]
     lines = [f"# Emulated {r['target']} ({r['label']})", "",
@@ -132,15 +147,7 @@ def _markdown(r: dict) -> str:
              f"; parts: " + ", ".join(f"{k} {v} s" for k, v in s.items()
                                       if k not in ("wall_s", "fresh_cache", "reused_running"))
              + ")", "",
-             "| model | quant | px | host p50 ms | emulated p50 ms | emulated / host | "
-             "verify max diff |",
-             "|---|---|---|---|---|---|---|"]
-    for row in r["rows"]:
-        v = row["verify"]
-        lines.append(f"| {row['model']} | {row['quant']} | {row['img_size']} | "
-                     f"{row['host_p50_ms']:.3f} | {row['emulated_p50_ms']:.1f} | "
-                     f"{row['ratio']:.0f}x | "
-                     f"{v['max_diff']:g} {v['unit']} ({'pass' if v['passed'] else 'FAIL'}) |")
+             markdown_table([_table_row(row) for row in r["rows"]], TABLE_COLUMNS)]
     lines += ["", f"Batch-1 median latency, {r['threads']} thread, {r['runs']} runs; load "
               f"average {r['load_average']} at the end (shared machine). Emulated "
               "figures are qemu-user's, not device timing.", ""]

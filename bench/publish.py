@@ -27,16 +27,12 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from hmff_edge.bench import runner
+from hmff_edge.bench.models import INFO_NAME, drop_stale_export, export_variant, find_export
+from hmff_edge.bench.report import write_outputs
+from hmff_edge.tables import markdown_table
 
-from hmff_edge.bench import runner  # noqa: E402
-from hmff_edge.bench.models import (  # noqa: E402
-    INFO_NAME,
-    drop_stale_export,
-    export_variant,
-    find_export,
-)
-from hmff_edge.bench.report import write_outputs  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 VARIANTS = ["mobilenet-v1", "kmobilenet-16ch", "kmobilenet-128ch", "hmff-mobilenet-16ch",
             "hmff-mobilenet-32ch", "hmff-mobilenet-64ch", "hmff-mobilenet-128ch",
@@ -230,17 +226,18 @@ def write_index(results_dir: Path) -> None:
     rows = []
     for pj in sorted(results_dir.glob("*/published.json")):
         s = json.loads(pj.read_text())
-        date = s.get("date") or _git_date(pj)
         hw = s.get("hardware", {})
-        rows.append(f"| [{pj.parent.name}]({pj.parent.name}/published.md) | {hw.get('cpu_model')} "
-                    f"| {', '.join(hw.get('simd') or []) or 'not recorded'} | {date} | "
-                    f"`{s.get('command')}` |")
+        rows.append({"table": f"[{pj.parent.name}]({pj.parent.name}/published.md)",
+                     "cpu": hw.get("cpu_model"),
+                     "simd": ", ".join(hw.get("simd") or []) or "not recorded",
+                     "date": s.get("date") or _git_date(pj), "command": f"`{s.get('command')}`"})
+    columns = [("table", "table"), ("cpu", "CPU"), ("simd", "SIMD"), ("date", "measured"),
+               ("command", "command")]
     (results_dir / "published.md").write_text(
         "# Published benchmark tables, one per CPU kind\n\n"
         "int8 speed depends on the CPU's SIMD features (VNNI or not), so each CPU kind keeps "
         "its own table from its newest measurement; compare models within one table.\n\n"
-        "| table | CPU | SIMD | measured | command |\n|---|---|---|---|---|\n"
-        + "\n".join(rows) + "\n")
+        + markdown_table(rows, columns) + "\n")
 
 
 def _git_date(path: Path) -> str:
@@ -377,6 +374,16 @@ def roofline_lines(s: dict) -> list[str]:
             "", table(rows, Machine(**s["machine"]))]
 
 
+# The per-model table: LiteRT fp32, ONNX fp32, LiteRT int8, ONNX int8 side by side.
+MAIN_COLUMNS = [
+    ("model", "model"), ("params", "params"), ("macs", "MACs"), ("lf_ms", "LiteRT fp32 ms"),
+    ("lf_ips", "img/s"), ("lf_x_mn", "x MobileNet"), ("lf_x_km", "x same-Ch kMobileNet"),
+    ("gflops", "GFLOP/s"), ("peak", "% peak"), ("of_ms", "ONNX fp32 ms"), ("of_ips", "img/s"),
+    ("of_x_mn", "x MobileNet"), ("li_ms", "LiteRT int8 ms"), ("li_ips", "img/s"),
+    ("li_x_mn", "int8 x MobileNet int8"), ("li_x_own", "int8 x own fp32"),
+    ("oi_ms", "ONNX int8 ms"), ("kernels", "ONNX int8 integer kernels")]
+
+
 def markdown(s: dict) -> str:
     def f(v, d=2):
         return "-" if v is None else f"{v:.{d}f}"
@@ -390,12 +397,9 @@ def markdown(s: dict) -> str:
              f"Versions: {json.dumps(s['versions'])}.", "",
              f"Command: `{s['command']}` ({s['seconds']:.0f} s).", "",
              f"One core's fp32 peak (numpy sgemm 1024^3, 1 thread, best of 40): "
-             f"**{s['peak_gflops_1core_fp32']:.1f} GFLOP/s**.", "", s["method"] + ".", "",
-             "| model | params | MACs | LiteRT fp32 ms | img/s | x MobileNet | x same-Ch kMobileNet"
-             " | GFLOP/s | % peak | ONNX fp32 ms | img/s | x MobileNet | LiteRT int8 ms | img/s "
-             "| int8 x MobileNet int8 | int8 x own fp32 | ONNX int8 ms | ONNX int8 integer kernels |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"**{s['peak_gflops_1core_fp32']:.1f} GFLOP/s**.", "", s["method"] + ".", ""]
     kernels = s.get("onnx_int8_kernels") or {}
+    table = []
     for name, row in s["table"].items():
         lf, of, li, oi = (row.get(k) or {} for k in ("litert-fp32", "onnxruntime-fp32",
                                                      "litert-int8", "onnxruntime-int8"))
@@ -405,32 +409,36 @@ def markdown(s: dict) -> str:
         own = (li["images_per_s"] / lf["images_per_s"]
                if li.get("images_per_s") and lf.get("images_per_s") else None)
         k = kernels.get(name)
-        kern = "-" if not k else ("yes" if k["integer"] else
-                                  f"NO ({k['float_mac_nodes']} float Conv/MatMul)")
-        lines.append(
-            f"| {name} | {f((row.get('params') or 0) / 1e6, 3)}M | "
-            f"{f((row.get('macs') or 0) / 1e6, 1)}M | {f(lf.get('p50_ms'))} | "
-            f"{f(lf.get('images_per_s'), 1)} | {f(rl.get('vs_mobilenet_v1'))} | "
-            f"{f(rl.get('vs_same_ch_kmobilenet'))} | {f(lf.get('gflops'))} | "
-            f"{f((lf.get('share_of_peak') or 0) * 100, 1)} | {f(of.get('p50_ms'))} | "
-            f"{f(of.get('images_per_s'), 1)} | {f(ro.get('vs_mobilenet_v1'))} | "
-            f"{f(li.get('p50_ms'))} | {f(li.get('images_per_s'), 1)} | "
-            f"{f(ri.get('vs_mobilenet_v1'))} | {f(own)} | {f(oi.get('p50_ms'))} | {kern} |")
+        table.append({
+            "model": name, "params": f"{f((row.get('params') or 0) / 1e6, 3)}M",
+            "macs": f"{f((row.get('macs') or 0) / 1e6, 1)}M",
+            "lf_ms": f(lf.get("p50_ms")), "lf_ips": f(lf.get("images_per_s"), 1),
+            "lf_x_mn": f(rl.get("vs_mobilenet_v1")), "lf_x_km": f(rl.get("vs_same_ch_kmobilenet")),
+            "gflops": f(lf.get("gflops")), "peak": f((lf.get("share_of_peak") or 0) * 100, 1),
+            "of_ms": f(of.get("p50_ms")), "of_ips": f(of.get("images_per_s"), 1),
+            "of_x_mn": f(ro.get("vs_mobilenet_v1")),
+            "li_ms": f(li.get("p50_ms")), "li_ips": f(li.get("images_per_s"), 1),
+            "li_x_mn": f(ri.get("vs_mobilenet_v1")), "li_x_own": f(own), "oi_ms": f(oi.get("p50_ms")),
+            "kernels": "-" if not k else ("yes" if k["integer"] else
+                                          f"NO ({k['float_mac_nodes']} float Conv/MatMul)")})
+    lines.append(markdown_table(table, MAIN_COLUMNS))
     lines += ["", "## Targets (LiteRT fp32; measured = ratio of median img/s, from min = ratio "
-              "of the fastest runs)", "", "| model | vs | target | measured | from min | met |",
-              "|---|---|---|---|---|---|"]
-    for t in s["targets"]:
-        lines.append(f"| {t['model']} | {t['vs']} | {t['target']}x | {f(t['measured'])}x | "
-                     f"{f(t['measured_from_min'])}x | "
-                     f"{'-' if t['met'] is None else ('yes' if t['met'] else 'NO')} |")
+              "of the fastest runs)", "",
+              markdown_table([{**t, "target": f"{t['target']}x", "measured": f"{f(t['measured'])}x",
+                              "from_min": f"{f(t['measured_from_min'])}x",
+                              "met": "-" if t["met"] is None else ("yes" if t["met"] else "NO")}
+                             for t in s["targets"]],
+                             [("model", "model"), ("vs", "vs"), ("target", "target"),
+                              ("measured", "measured"), ("from_min", "from min"), ("met", "met")])]
     if s.get("int8_targets"):
         lines += ["", "## int8 targets (issue 15; LiteRT, ratios of median img/s in this run)", "",
-                  "| model | what | target | measured | from min | met |",
-                  "|---|---|---|---|---|---|"]
-        for t in s["int8_targets"]:
-            lines.append(f"| {t['model']} | {t['what']} | {t['target']:.2f}x | "
-                         f"{t['measured']:.2f}x | {f(t.get('from_min'))}x | "
-                         f"{'yes' if t['met'] else 'NO'} |")
+                  markdown_table([{**t, "target": f"{t['target']:.2f}x",
+                                   "measured": f"{t['measured']:.2f}x",
+                                   "from_min": f"{f(t.get('from_min'))}x",
+                                   "met": "yes" if t["met"] else "NO"} for t in s["int8_targets"]],
+                                 [("model", "model"), ("what", "what"), ("target", "target"),
+                                  ("measured", "measured"), ("from_min", "from min"),
+                                  ("met", "met")])]
     lines += roofline_lines(s)
     for name, p in s["op_profiles"].items():
         lines += ["", f"## Where the time goes: {name} (LiteRT, 1 thread)", ""]
@@ -443,10 +451,9 @@ def markdown(s: dict) -> str:
                   + ("" if ew is None else f"; elementwise ops {100 * ew:.1f}% of the sum")
                   + ". Ops the delegate fuses in the whole graph (int8 LOGISTIC + MUL) are "
                   "timed apart here, so their share is an upper bound.", "",
-                  "| op | count | ms | share |", "|---|---|---|---|"]
-        for t in p["by_type"]:
-            lines.append(f"| {t['op']} | {t['count']} | {t['ms']:.3f} | "
-                         f"{(t['share'] or 0) * 100:.1f}% |")
+                  markdown_table([{**t, "ms": f"{t['ms']:.3f}",
+                                   "share": f"{(t['share'] or 0) * 100:.1f}%"} for t in p["by_type"]],
+                                 [("op", "op"), ("count", "count"), ("ms", "ms"), ("share", "share")])]
     if s["export_failures"]:
         lines += ["", "## Export failures", ""]
         lines += [f"- {k}: {v}" for k, v in s["export_failures"].items()]

@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hmff_edge.tables import markdown_table
+
 REPO = Path(__file__).resolve().parents[1]
 # Made on first use (TensorFlow, ~15 s) and cached outside the repository.
 DEFAULT_MODEL = (Path(tempfile.gettempdir()) / "hmff-edge-bench" / "hmff-mobilenet-16ch-224"
@@ -415,6 +417,27 @@ def _best(r: dict) -> str:
     return max(r["raw_img_per_s"], key=r["raw_img_per_s"].get)
 
 
+TABLE_COLUMNS = [
+    ("kind", "kind"), ("concurrency", "clients"), ("throughput", "req/s (best run)"),
+    ("each", "each run"), ("p50", "p50 ms"), ("p99", "p99 ms"), ("errors", "errors"),
+    ("ratio", "ratio to raw best"), ("adjacent", "adjacent raw img/s"),
+    ("ratio_adjacent", "ratio to adjacent raw"), ("cpu", "server CPU ms/req"),
+    ("efficiency", "CPU efficiency"), ("rss", "server RSS after, MB")]
+
+
+def _table_row(r: dict, x: dict) -> dict:
+    """One load run as the cells of the Markdown table."""
+    return {"kind": x["kind"], "concurrency": x["concurrency"],
+            "throughput": f"{x['throughput']:.1f}",
+            "each": ", ".join(f"{t:.1f}" for t in x.get("throughput_all", [x["throughput"]])),
+            "p50": f"{x['p50_ms']:.1f}", "p99": f"{x['p99_ms']:.1f}", "errors": x["errors"],
+            "ratio": f"{x['ratio_to_raw']:.2f}", "adjacent": f"{x['raw_adjacent']:.1f}",
+            "ratio_adjacent": f"{x['ratio_to_adjacent_raw']:.2f}",
+            "cpu": f"{x['server_cpu_ms_per_req']:.2f}",
+            "efficiency": f"{r['raw_cpu_ms_per_img'][_best(r)] / x['server_cpu_ms_per_req']:.2f}",
+            "rss": f"{x.get('server_rss_mb', float('nan')):.0f}"}
+
+
 def write_results(out: Path, r: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(r, indent=2) + "\n")
@@ -452,20 +475,9 @@ def write_results(out: Path, r: dict) -> None:
         "CPU share the machine gave at that moment). Requests are counted by completion inside "
         "a window that opens once every client has completed one request.",
         "",
-        "| kind | clients | req/s (best run) | each run | p50 ms | p99 ms | errors | "
-        "ratio to raw best | adjacent raw img/s | ratio to adjacent raw | server CPU ms/req | "
-        "CPU efficiency | server RSS after, MB |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        markdown_table([_table_row(r, x) for x in r["runs"]], TABLE_COLUMNS,
+                       right=[k for k, _ in TABLE_COLUMNS if k not in ("kind", "each")]),
     ]
-    for x in r["runs"]:
-        each = ", ".join(f"{t:.1f}" for t in x.get("throughput_all", [x["throughput"]]))
-        lines.append(f"| {x['kind']} | {x['concurrency']} | {x['throughput']:.1f} | {each} | "
-                     f"{x['p50_ms']:.1f} | "
-                     f"{x['p99_ms']:.1f} | {x['errors']} | {x['ratio_to_raw']:.2f} | "
-                     f"{x['raw_adjacent']:.1f} | {x['ratio_to_adjacent_raw']:.2f} | "
-                     f"{x['server_cpu_ms_per_req']:.2f} | "
-                     f"{r['raw_cpu_ms_per_img'][_best(r)] / x['server_cpu_ms_per_req']:.2f} | "
-                     f"{x.get('server_rss_mb', float('nan')):.0f} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 

@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hmff_edge.tables import markdown_table
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = (Path(tempfile.gettempdir()) / "hmff-edge-bench" / "hmff-mobilenet-16ch-224"
                  / "tflite_fp32.tflite")
@@ -386,10 +388,10 @@ def write(out: Path, record: dict) -> None:
              f"  \nModel: {record['model']}  ",
              f"Load average (1 min) before/after: {record['load_average_1m_before_after']}", ""]
     for name, res in record["results"].items():
-        lines += [f"## {name}", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {json.dumps(v) if isinstance(v, (dict, list)) else v} |"
-                  for k, v in res.items()]
-        lines.append("")
+        metrics = [{"metric": k, "value": json.dumps(v) if isinstance(v, (dict, list)) else v}
+                   for k, v in res.items()]
+        lines += [f"## {name}", "", markdown_table(metrics, [("metric", "metric"),
+                                                             ("value", "value")]), ""]
     out.with_suffix(".md").write_text("\n".join(lines))
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from _train_bench import DEFAULT_CIFAR10, REPO, summary, train, write_record
 
+from hmff_edge.tables import markdown_table
+
 ARMS = {
     "paper": [],
     "smooth+ema+cosine": ["--label-smoothing", "0.1", "--ema", "--schedule", "cosine",
@@ -61,16 +63,17 @@ def main() -> None:
         "difference_points_per_seed": [d * 100 for d in diffs],
         "difference_points_mean": summary(diffs)["mean"] * 100,
     }
-    rows = "\n".join(
-        f"| {k} | `{record['arms'][k]}` | {', '.join(f'{x:.4f}' for x in acc[k])} | "
-        f"{stats[k]['mean']:.4f} | {stats[k]['max'] - stats[k]['min']:.4f} |" for k in ARMS)
+    table = markdown_table(
+        [{"arm": k, "options": f"`{record['arms'][k]}`",
+          "seeds": ", ".join(f"{x:.4f}" for x in acc[k]), "mean": f"{stats[k]['mean']:.4f}",
+          "spread": f"{stats[k]['max'] - stats[k]['min']:.4f}"} for k in ARMS],
+        [("arm", "arm"), ("options", "options"), ("seeds", "test accuracy per seed"),
+         ("mean", "mean"), ("spread", "spread (max-min)")])
     md = (f"# Recipe: label smoothing + EMA + cosine/warm-up vs the paper's recipe\n\n"
           f"`{record['command']}`\n\n{{HEAD}}Setting: {record['setting']}; "
           f"{runs['paper'][0]['data']['train']} training images, "
           f"{runs['paper'][0]['data']['test']} test images.\n\n"
-          "| arm | options | test accuracy per seed | mean | spread (max-min) |\n"
-          "|---|---|---|---|---|\n"
-          f"{rows}\n\nDifference (new - paper) per seed: "
+          f"{table}\n\nDifference (new - paper) per seed: "
           + ", ".join(f"{d * 100:+.1f}" for d in diffs)
           + f" points; mean {record['difference_points_mean']:+.1f}.\n")
     print(md)

@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from hmff_edge.tables import markdown_table
+
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -176,9 +178,10 @@ def main() -> None:
              "hard_swish gradients as fused XLA kernels: "
              f"{'yes' if res['xla_activations'] else 'no (Keras ops)'}; grouped 1x1s trained "
              f"as {_FORMS[res['grouped_training_form']]}.", "",
-             "| model | input | images/s | ms/step | vs mobilenet-v1 |", "|---|---|---|---|---|"]
-    lines += [f"| {r['model']} | {r['img_size']} | {r['images_per_s']} | {r['step_ms']} | "
-              f"{r['ratio_vs_mobilenet_v1']}x |" for r in speed]
+             markdown_table([{**r, "ratio": f"{r['ratio_vs_mobilenet_v1']}x"} for r in speed],
+                            [("model", "model"), ("img_size", "input"),
+                             ("images_per_s", "images/s"), ("step_ms", "ms/step"),
+                             ("ratio", "vs mobilenet-v1")])]
     lines += ["", f"Input pipeline ({pipe['data']} images, augmentation on, "
               f"hmff-mobilenet-16ch @ {size}px): {pipe['pipeline_step_ms']} ms/step vs "
               f"{pipe['tensor_step_ms']} ms/step from in-memory tensors = "

@@ -23,6 +23,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from hmff_edge.tables import markdown_table
+
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -109,20 +111,20 @@ def main() -> None:
              f"{a.size}x{a.size} input, batch {a.batch}; median step of {a.repeats} round-robin "
              f"runs of {a.steps} steps per truncated model; stage = difference between "
              f"consecutive cuts. CPU: {os.cpu_count()} cores {platform.machine()}, load average "
-             f"at the end {os.getloadavg()[0]:.1f}.", "",
-             f"| stage | {' | '.join(a.models)} | " + " | ".join(
-                 f"{m} - {base}" for m in a.models[1:]) + " |",
-             "|---|" + "---|" * (2 * len(a.models) - 1)]
+             f"at the end {os.getloadavg()[0]:.1f}.", ""]
+    totals = {m: step_ms[(m, "end")] for m in a.models}
+    table = []
     for stage in STAGES:
         r = {q["model"]: q for q in rows if q["stage"] == stage}
-        lines.append(f"| {stage} | " + " | ".join(f"{r[m]['stage_ms']}" for m in a.models)
-                     + " | " + " | ".join(f"{r[m][f'minus_{base}_ms']:+}" for m in a.models[1:])
-                     + " |")
-    totals = {m: step_ms[(m, "end")] for m in a.models}
-    lines.append("| whole step | " + " | ".join(f"{totals[m]:.1f}" for m in a.models) + " | "
-                 + " | ".join(f"{totals[m] - totals[base]:+.1f}" for m in a.models[1:]) + " |")
+        table.append({"stage": stage, **{m: r[m]["stage_ms"] for m in a.models},
+                      **{f"{m} - {base}": f"{r[m][f'minus_{base}_ms']:+}" for m in a.models[1:]}})
+    table.append({"stage": "whole step", **{m: f"{totals[m]:.1f}" for m in a.models},
+                  **{f"{m} - {base}": f"{totals[m] - totals[base]:+.1f}" for m in a.models[1:]}})
+    columns = [("stage", "stage"), *((m, m) for m in a.models),
+               *((f"{m} - {base}",) * 2 for m in a.models[1:])]
+    lines.append(markdown_table(table, columns))
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[4:]))
+    print(lines[-1])
     print(f"wrote {out.with_suffix('.json')} and .md")
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from _train_bench import DEFAULT_CIFAR10, REPO, summary, train, write_record
 
+from hmff_edge.tables import markdown_table
+
 PAIR = ("cat", "dog")
 
 
@@ -99,9 +101,12 @@ def main() -> None:
         "test_accuracy": stats, "gain_points": gain, "target_points": 5.0,
         "target_met": gain >= 5.0,
     }
-    rows = "\n".join(
-        f"| {k} | {', '.join(f'{x:.4f}' for x in acc[k])} | {stats[k]['mean']:.4f} | "
-        f"{stats[k]['max'] - stats[k]['min']:.4f} |" for k in ("random", "init_from"))
+    table = markdown_table(
+        [{"start": k, "seeds": ", ".join(f"{x:.4f}" for x in acc[k]),
+          "mean": f"{stats[k]['mean']:.4f}", "spread": f"{stats[k]['max'] - stats[k]['min']:.4f}"}
+         for k in ("random", "init_from")],
+        [("start", "start"), ("seeds", "test accuracy per seed"), ("mean", "mean"),
+         ("spread", "spread (max-min)")])
     md = (f"# Transfer: cat vs dog from an 8-class CIFAR-10 run\n\n`{record['command']}`\n\n"
           "{HEAD}"
           f"Source: {a.model} at {a.img_size} px trained on {source['data']['train']} images of "
@@ -110,8 +115,7 @@ def main() -> None:
           f"training + {runs['random'][0]['data']['val']} validation images, "
           f"{runs['random'][0]['data']['test']} test images, {a.epochs} epochs per arm "
           f"(fine-tuning: first {a.freeze_epochs} head only).\n\n"
-          "| start | test accuracy per seed | mean | spread (max-min) |\n|---|---|---|---|\n"
-          f"{rows}\n\nGain: {gain:+.1f} points (target: at least +5): "
+          f"{table}\n\nGain: {gain:+.1f} points (target: at least +5): "
           f"{'met' if gain >= 5 else 'not met'}.\n")
     print(md)
     write_record(f"train_transfer{a.tag}", record, md)

@@ -7,7 +7,7 @@ cell prints as empty. Pure Python, TF-free.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 Columns = Sequence[tuple[str, str]]
@@ -36,12 +36,14 @@ def text_table(rows: Iterable[Mapping[str, Any]], columns: Columns) -> str:
     return "\n".join(lines)
 
 
-def markdown_table(rows: Iterable[Mapping[str, Any]], columns: Columns) -> str:
-    """A GitHub Markdown table (``|`` inside a cell is escaped)."""
+def markdown_table(rows: Iterable[Mapping[str, Any]], columns: Columns,
+                   right: Collection[str] = ()) -> str:
+    """A GitHub Markdown table (``|`` inside a cell is escaped); the columns whose keys are
+    in ``right`` are right-aligned."""
     def esc(s: str) -> str:
         return s.replace("|", "\\|")
 
     lines = ["| " + " | ".join(esc(h) for _, h in columns) + " |",
-             "|" + "|".join("---" for _ in columns) + "|"]
+             "|" + "|".join("---:" if k in right else "---" for k, _ in columns) + "|"]
     lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in _cells(rows, columns)]
     return "\n".join(lines)

@@ -178,3 +178,38 @@ def test_variant_exports_cache_in_the_user_cache_folder(tmp_path, monkeypatch):
     assert cache_dir() == tmp_path / "home" / ".cache" / "hmff-edge" / "bench"
     monkeypatch.setenv("HMFF_EDGE_CACHE", str(tmp_path / "c"))
     assert cache_dir() == tmp_path / "c" / "bench"
+
+
+class _FakeInterpreter:
+    """What the timing helpers use of a LiteRT interpreter: its inputs and ``invoke``."""
+
+    def __init__(self, inputs):
+        self.inputs, self.tensors, self.invokes = inputs, {}, 0
+
+    def get_input_details(self):
+        return self.inputs
+
+    def set_tensor(self, index, x):
+        self.tensors[index] = x
+
+    def invoke(self):
+        self.invokes += 1
+
+
+def test_invoke_seconds_times_only_the_runs_after_the_warmups():
+    it = _FakeInterpreter([])
+    samples = runner.invoke_seconds(it, runs=4, warmup=2)
+    assert len(samples) == 4 and it.invokes == 6 and all(s >= 0 for s in samples)
+
+
+def test_fill_random_input_sets_every_input_in_its_dtype_and_shape():
+    import numpy as np
+
+    it = _FakeInterpreter([{"index": 3, "dtype": np.int8, "shape": (1, 4)},
+                           {"index": 5, "dtype": np.int8, "shape": (1, 4)},
+                           {"index": 7, "dtype": np.float32, "shape": (2,)}])
+    runner.fill_random_input(it)
+    assert sorted(it.tensors) == [3, 5, 7]
+    assert (it.tensors[3].dtype, it.tensors[3].shape, it.tensors[7].dtype) == (np.int8, (1, 4),
+                                                                              np.float32)
+    assert not np.array_equal(it.tensors[3], it.tensors[5])  # two inputs of one op differ

@@ -276,6 +276,23 @@ def _info(cache: Layout, port: int = 40022) -> emulator.EmulatorInfo:
         label=emulator.emulation_label("cortex-a72"))
 
 
+def test_state_files_round_trip_and_unusable_ones_read_as_none(cache):
+    info = _info(cache)
+    assert emulator.EmulatorInfo.load(cache.state) is None  # no file yet
+    info.save(cache.state)
+    assert emulator.EmulatorInfo.load(cache.state) == info
+    assert [p.name for p in cache.base.iterdir()] == ["running.json"]  # no temporary left
+    newer = {**json.loads(cache.state.read_text()), "from_a_newer_version": 1}
+    cache.state.write_text(json.dumps(newer))
+    assert emulator.EmulatorInfo.load(cache.state) == info  # unknown keys are ignored
+    for text in ("{not json", "[1, 2]", json.dumps({"target": "rpi4"})):  # the last: fields missing
+        cache.state.write_text(text)
+        assert emulator.EmulatorInfo.load(cache.state) is None
+    cache.manifest.parent.mkdir(parents=True)
+    cache.manifest.write_text(json.dumps({"pins": {"numpy": "2"}}))
+    assert rootfs.RootManifest.load(cache.manifest) == rootfs.RootManifest(pins={"numpy": "2"})
+
+
 def test_lookup_finds_the_emulator_by_port(cache):
     cache.base.mkdir(parents=True)
     _info(cache).save(cache.state)

@@ -140,7 +140,7 @@ def test_zoo_export_with_forced_forms_passes_the_gate_and_records_them(zoo, tmp_
     """fp32 in the forced forms within the fp32 gate of Keras; int8 in the forced forms
     through the int8 gate of the grouped-form int8 file (this random-weight zoo model misses
     the Keras int8 gate in the grouped form too: it measures the network, not the forms)."""
-    from hmff_edge.convert.to_tflite import _predict_direct, op_histogram
+    from hmff_edge.convert.to_tflite import op_histogram, predict
     from hmff_edge.convert.verify import compare
 
     root, images, model = zoo
@@ -158,10 +158,10 @@ def test_zoo_export_with_forced_forms_passes_the_gate_and_records_them(zoo, tmp_
     from hmff_edge.convert.trace import load_keras
 
     keras_p = load_keras(model).predict(x, verbose=0)
-    fp32 = compare(keras_p, _predict_direct(out / "tflite_fp32.tflite", x), None, "none")
+    fp32 = compare(keras_p, predict(out / "tflite_fp32.tflite", x), None, "none")
     assert fp32.passed, fp32
-    int8 = compare(_predict_direct(grouped / "tflite_int8.tflite", x),
-                   _predict_direct(out / "tflite_int8.tflite", x), None, "int8")
+    int8 = compare(predict(grouped / "tflite_int8.tflite", x),
+                   predict(out / "tflite_int8.tflite", x), None, "int8")
     assert int8.passed, int8
     for a in report.artifacts:
         plan = F.FormPlan.from_dict(a.metadata["extra"]["graph_forms"])

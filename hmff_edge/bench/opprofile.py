@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections import Counter, defaultdict
 
 # Memory-bound ops that do no MACs: their share is what a fused or LUT form could save.
@@ -23,35 +22,14 @@ ELEMENTWISE = ("LOGISTIC", "MUL", "ADD", "TRANSPOSE", "HARD_SWISH", "QUANTIZE", 
                "RESHAPE", "CONCATENATION", "SUB", "MINIMUM", "MAXIMUM", "RELU6", "RELU")
 
 
-def _time(interp, feeds, runs: int) -> float:
-    """Fastest ``invoke`` of ``runs`` (after two warm-ups): on a shared machine other jobs
-    only ever add time, so the minimum is the steadiest estimate of an op's own cost."""
-    for idx, x in feeds:
-        interp.set_tensor(idx, x)
-    for _ in range(2):
-        interp.invoke()
-    samples = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        interp.invoke()
-        samples.append(time.perf_counter() - t0)
-    return min(samples)
+def _time(interp, runs: int) -> float:
+    """Fastest ``invoke`` of ``runs`` on random inputs (after two warm-ups): on a shared
+    machine other jobs only ever add time, so the minimum is the steadiest estimate of an
+    op's own cost."""
+    from hmff_edge.bench.runner import fill_random_input, invoke_seconds
 
-
-def _feeds(interp):
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    out = []
-    for d in interp.get_input_details():
-        dt = np.dtype(d["dtype"])
-        if dt.kind in "iu":
-            info = np.iinfo(dt)
-            x = rng.integers(info.min, int(info.max) + 1, size=d["shape"], dtype=dt)
-        else:
-            x = rng.standard_normal(d["shape"]).astype(dt)
-        out.append((d["index"], x))
-    return out
+    fill_random_input(interp)
+    return min(invoke_seconds(interp, runs, warmup=2))
 
 
 def profile_ops(path: str, threads: int = 1, runs: int = 20) -> dict:
@@ -61,7 +39,7 @@ def profile_ops(path: str, threads: int = 1, runs: int = 20) -> dict:
 
     whole = Interpreter(model_path=path, num_threads=threads)
     whole.allocate_tensors()
-    whole_s = _time(whole, _feeds(whole), runs)
+    whole_s = _time(whole, runs)
     model = fu.read_model(path)
     sg = model.subgraphs[0]
     ops = list(sg.operators)
@@ -83,7 +61,7 @@ def profile_ops(path: str, threads: int = 1, runs: int = 20) -> dict:
                 buf = bytes(fu.convert_object_to_bytearray(model))
                 it = Interpreter(model_content=buf, num_threads=threads)
                 it.allocate_tensors()
-                sec = _time(it, _feeds(it), runs)
+                sec = _time(it, runs)
                 err = None
             except Exception as exc:  # noqa: BLE001 - an op that cannot stand alone
                 sec, err = None, f"{type(exc).__name__}: {exc}"[:200]

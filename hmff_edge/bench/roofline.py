@@ -23,6 +23,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from hmff_edge.tables import markdown_table
+
 PROBES = Path(__file__).with_name("roofline_probes")
 # TFLite TensorType -> bytes per element
 _DTYPE_BYTES = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 9: 1, 10: 8, 11: 16, 15: 1, 16: 4}
@@ -132,20 +134,13 @@ def _macs(name: str, sg, ins: list[int], outs: list[int]) -> int:
 def _median_invoke_s(path: Path, threads: int, rounds: int) -> float:
     from ai_edge_litert.interpreter import Interpreter
 
-    from hmff_edge.bench.runner import fill_random_input
+    from hmff_edge.bench.runner import fill_random_input, invoke_seconds
 
     it = Interpreter(model_path=str(path), num_threads=threads)
     it.allocate_tensors()
     fill_random_input(it)
-    for _ in range(3):
-        it.invoke()
-    samples = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        it.invoke()
-        samples.append(time.perf_counter() - t0)
     # the fastest quartile: other jobs on a shared machine only ever add time
-    samples.sort()
+    samples = sorted(invoke_seconds(it, rounds, warmup=3))
     return statistics.median(samples[:max(1, len(samples) // 4)])
 
 
@@ -212,22 +207,26 @@ def attach(results: list[dict], machine: Machine | None = None) -> Machine | Non
     return machine
 
 
+TABLE_COLUMNS = [
+    ("model", "model"), ("type", "type"), ("macs", "MACs"), ("bytes", "bytes moved"),
+    ("weights", "weights"), ("compute", "compute-bound ms"), ("memory", "memory-bound ms"),
+    ("bound", "lower bound ms"), ("share", "memory-bound share"), ("measured", "measured ms"),
+    ("achieved", "achieved")]
+
+
 def table(rows: list[Roofline], machine: Machine) -> str:
     """A terminal / markdown table of rooflines."""
     head = (f"Machine (measured): GEMM peak fp32 {machine.gemm_gmacs_fp32:.1f} GMAC/s, int8 "
             f"{machine.gemm_gmacs_int8:.1f} GMAC/s; copy bandwidth {machine.bandwidth_gbs_cache:.1f}"
             f" GB/s (cache), {machine.bandwidth_gbs_dram:.1f} GB/s (DRAM). {machine.method}.")
-    lines = [head, "", "| model | type | MACs | bytes moved | weights | compute-bound ms | "
-             "memory-bound ms | lower bound ms | memory-bound share | measured ms | achieved |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        meas = "-" if r.measured_ms is None else f"{r.measured_ms:.2f}"
-        ach = "-" if r.achieved_share is None else f"{100 * r.achieved_share:.1f}%"
-        lines.append(f"| {r.model} | {r.dtype} | {r.macs / 1e6:.1f}M | {r.bytes / 1e6:.2f} MB | "
-                     f"{r.weight_bytes / 1e6:.2f} MB | {r.compute_bound_ms:.3f} | "
-                     f"{r.memory_bound_ms:.3f} | {r.lower_bound_ms:.3f} | "
-                     f"{100 * r.memory_bound_ops_share:.0f}% | {meas} | {ach} |")
-    return "\n".join(lines)
+    cells = [{"model": r.model, "type": r.dtype, "macs": f"{r.macs / 1e6:.1f}M",
+              "bytes": f"{r.bytes / 1e6:.2f} MB", "weights": f"{r.weight_bytes / 1e6:.2f} MB",
+              "compute": f"{r.compute_bound_ms:.3f}", "memory": f"{r.memory_bound_ms:.3f}",
+              "bound": f"{r.lower_bound_ms:.3f}", "share": f"{100 * r.memory_bound_ops_share:.0f}%",
+              "measured": "-" if r.measured_ms is None else f"{r.measured_ms:.2f}",
+              "achieved": "-" if r.achieved_share is None else f"{100 * r.achieved_share:.1f}%"}
+             for r in rows]
+    return head + "\n\n" + markdown_table(cells, TABLE_COLUMNS)
 
 
 def results_table(results: list[dict]) -> str:

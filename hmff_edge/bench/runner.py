@@ -223,9 +223,24 @@ def make_input(dtype, shape, seed=0):
 
 
 def fill_random_input(interpreter, seed=0) -> None:
-    """Set a LiteRT interpreter's (first) input to :func:`make_input` of its dtype and shape."""
-    d = interpreter.get_input_details()[0]
-    interpreter.set_tensor(d["index"], make_input(d["dtype"], d["shape"], seed))
+    """Set each input of a LiteRT interpreter to :func:`make_input` of its dtype and shape
+    (input ``i`` with seed ``seed + i``, so two inputs of one op differ)."""
+    for i, d in enumerate(interpreter.get_input_details()):
+        interpreter.set_tensor(d["index"], make_input(d["dtype"], d["shape"], seed + i))
+
+
+def invoke_seconds(interpreter, runs: int, warmup: int) -> list[float]:
+    """Seconds of each of ``runs`` timed ``invoke`` calls of a LiteRT interpreter whose
+    inputs are set, after ``warmup`` untimed ones (the first calls pay for XNNPACK's weight
+    packing and the caches)."""
+    for _ in range(warmup):
+        interpreter.invoke()
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        interpreter.invoke()
+        samples.append(time.perf_counter() - t0)
+    return samples
 
 
 class LiteRTBackend:

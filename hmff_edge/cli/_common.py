@@ -1,18 +1,30 @@
-"""Helpers shared by the command modules: error reporting and JSON output."""
+"""Helpers shared by the command modules: registration, error reporting and JSON output."""
 
 from __future__ import annotations
 
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import typer
 
+from hmff_edge.cli._options import Opt, options
 from hmff_edge.errors import ExitCode, HmffEdgeError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def command(group: typer.Typer, name: str, rows: Sequence[Opt]) -> Callable[[F], F]:
+    """Register the function as command ``name`` of ``group``, its options declared by the
+    table ``rows`` (:func:`~hmff_edge.cli._options.options`), its errors reported by
+    :func:`handle_errors`."""
+
+    def register(fn: F) -> F:
+        return group.command(name)(handle_errors(options(rows)(fn)))
+
+    return register
 
 
 def handle_errors(fn: F) -> F:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import click
 import typer
 from typer.core import TyperGroup
 
 from hmff_edge.cli._app import app
-from hmff_edge.cli._common import handle_errors, print_json
+from hmff_edge.cli._common import command, print_json
+from hmff_edge.cli._options import Opt, config_fields, json_flag
 
 
 class _RunByDefault(TyperGroup):
@@ -28,59 +30,56 @@ bench_app = typer.Typer(
          "and the side-by-side table of saved results ('compare').")
 app.add_typer(bench_app, name="bench")
 
-# Options that `run` and `compare` share.
-_BASELINE = typer.Option(None, "--baseline", help="Ratios in the Table 5 shape (compare.md) "
-                                                  "against this model (default: the first)")
-_JSON = typer.Option(False, "--json", help="Print the results as JSON")
-_ROOFLINE = typer.Option(False, "--roofline", help="Also each LiteRT model's MACs, bytes moved, "
-                         "this machine's measured GEMM peak and bandwidth, the lower-bound "
-                         "time and the achieved share (hmff_edge.bench.roofline)")
-_OUT = typer.Option(None, "--out", "-o", help="Write results.json, trials.csv, results.md, "
-                                              "compare.md and PNG plots (with matplotlib) here")
+# Options that `run` and `compare` share; `run`'s rows with a field are BenchOptions fields.
+_BASELINE = Opt("--baseline", str, None, "Ratios in the Table 5 shape (compare.md) against this model "
+                "(default: the first)", field=None)
+_JSON = json_flag("Print the results as JSON")
+_OUT = Opt("--out -o", Path, None, "Write results.json, trials.csv, results.md, compare.md and PNG plots "
+           "(with matplotlib) here", field=None)
+_ROOFLINE = Opt("--roofline", bool, False, "Also each LiteRT model's MACs, bytes moved, this machine's "
+                "measured GEMM peak and bandwidth, the lower-bound time and the achieved share "
+                "(hmff_edge.bench.roofline)", field=None)
+_COMPARE_OPTIONS = (_BASELINE, _JSON, _OUT, _ROOFLINE)
+_RUN_OPTIONS = (
+    Opt("--device -d", str, "cpu", "cpu | gpu | rpi"),
+    Opt("--profile", str, None, "Device profile name (cpu, gpu, rpi4, rpi5) or a JSON file; default: the "
+        "device's (rpi -> rpi4)"),
+    Opt("--runtime -r", str, None, "litert | onnxruntime | tensorflow (default: from the file; the profile's "
+        "for variant names)"),
+    Opt("--threads -t", int, None, "Threads (default: profile)"),
+    Opt("--batch-sizes", str, "auto", "'auto' (1,2,4,... doubling) or a list like 1,2,4"),
+    Opt("--max-batch", int, None, "Largest batch (default: profile)"),
+    Opt("--memory-limit", str, None, "Address-space cap per trial, e.g. 512MiB, 2GiB"),
+    Opt("--runs", int, 50, "Timed runs at batch 1 (fewer at larger batches: about the same images)"),
+    Opt("--seconds", float, 0.0, "Also time for at least S seconds"),
+    Opt("--warmup", int, 5, "Warm-up runs before timing"),
+    Opt("--host", str, None, "USER@HOST[:PORT] of a device (rpi): runs there over ssh"),
+    Opt("--ssh-key", str, None, "Private key for --host"),
+    Opt("--ssh-port", int, None, "ssh port for --host"),
+    Opt("--ssh-option", list[str], [], "Extra ssh -o KEY=VALUE", field=None),
+    Opt("--remote-python", str, None, "Python on the device (default: python3)"),
+    Opt("--quant", str, "fp32", "fp32 | int8 (variant names)"),
+    Opt("--img-size", int, 224, "Input size (variant names)"),
+    Opt("--classes", int, 10, "Classes (variant names)"),
+    Opt("--cache", Path, None, "Where variant exports are kept (default: ~/.cache/hmff-edge/bench, or "
+        "$XDG_CACHE_HOME/hmff-edge/bench)", field=None),
+    _BASELINE,
+    _JSON,
+    _OUT,
+    Opt("--no-progress", bool, False, "No progress bars", field=None),
+    _ROOFLINE,
+)
 
 
-@bench_app.command("run")
-@handle_errors
+@command(bench_app, "run", _RUN_OPTIONS)
 def run_cmd(
-    models: list[str] = typer.Argument(
-        ..., metavar="MODEL...",
+    ctx: typer.Context,
+    models: Annotated[list[str], typer.Argument(
+        metavar="MODEL...",
         help="Exported .tflite/.onnx/.keras files or SavedModel folders, or variant names "
-             "(exported on the fly with random weights and cached)."),
-    device: str = typer.Option("cpu", "--device", "-d", help="cpu | gpu | rpi"),
-    profile: str = typer.Option(None, "--profile",
-                                help="Device profile name (cpu, gpu, rpi4, rpi5) or a JSON file; "
-                                     "default: the device's (rpi -> rpi4)"),
-    runtime: str = typer.Option(None, "--runtime", "-r",
-                                help="litert | onnxruntime | tensorflow (default: from the "
-                                     "file; the profile's for variant names)"),
-    threads: int = typer.Option(None, "--threads", "-t", help="Threads (default: profile)"),
-    batch_sizes: str = typer.Option("auto", "--batch-sizes",
-                                    help="'auto' (1,2,4,... doubling) or a list like 1,2,4"),
-    max_batch: int = typer.Option(None, "--max-batch", help="Largest batch (default: profile)"),
-    memory_limit: str = typer.Option(None, "--memory-limit",
-                                     help="Address-space cap per trial, e.g. 512MiB, 2GiB"),
-    runs: int = typer.Option(50, "--runs", help="Timed runs at batch 1 (fewer at larger "
-                                                "batches: about the same images)"),
-    seconds: float = typer.Option(0.0, "--seconds", help="Also time for at least S seconds"),
-    warmup: int = typer.Option(5, "--warmup", help="Warm-up runs before timing"),
-    host: str = typer.Option(None, "--host", help="USER@HOST[:PORT] of a device (rpi): "
-                                                  "runs there over ssh"),
-    ssh_key: str = typer.Option(None, "--ssh-key", help="Private key for --host"),
-    ssh_port: int = typer.Option(None, "--ssh-port", help="ssh port for --host"),
-    ssh_option: list[str] = typer.Option([], "--ssh-option", help="Extra ssh -o KEY=VALUE"),
-    remote_python: str = typer.Option(None, "--remote-python",
-                                      help="Python on the device (default: python3)"),
-    quant: str = typer.Option("fp32", "--quant", help="fp32 | int8 (variant names)"),
-    img_size: int = typer.Option(224, "--img-size", help="Input size (variant names)"),
-    classes: int = typer.Option(10, "--classes", help="Classes (variant names)"),
-    cache: Path = typer.Option(None, "--cache", help="Where variant exports are kept "
-                                                     "(default: ~/.cache/hmff-edge/bench, "
-                                                     "or $XDG_CACHE_HOME/hmff-edge/bench)"),
-    baseline: str = _BASELINE,
-    json_out: bool = _JSON,
-    out: Path = _OUT,
-    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars"),
-    roofline: bool = _ROOFLINE,
+             "(exported on the fly with random weights and cached).")],
+    ssh_option: list[str], cache: Path | None, baseline: str | None, json_out: bool, out: Path | None,
+    no_progress: bool, roofline: bool, **_options: object,
 ) -> None:
     """Latency and throughput of exports: load time, first inference, batch-1 latency
     (mean, std, min, p50, p90, p99) and a batch sweep 1, 2, 4, ... until out-of-memory or
@@ -89,28 +88,20 @@ def run_cmd(
     from hmff_edge.bench import BenchOptions, bench
     from hmff_edge.bench.report import compare_table, terminal_table
 
-    opts = BenchOptions(
-        device=device, profile=profile, runtime=runtime, threads=threads,
-        batch_sizes=batch_sizes, max_batch=max_batch, memory_limit=memory_limit, runs=runs,
-        seconds=seconds, warmup=warmup, host=host, ssh_key=ssh_key, ssh_port=ssh_port,
-        ssh_options=tuple(ssh_option), remote_python=remote_python, quant=quant,
-        img_size=img_size, classes=classes, cache=str(cache) if cache else None)
+    opts = BenchOptions(ssh_options=tuple(ssh_option), cache=str(cache) if cache else None,
+                        **config_fields(_RUN_OPTIONS, ctx.params))
     results = bench(models, opts, progress=not (no_progress or json_out))
     _emit(results, out, baseline, json_out, table=terminal_table(results), roofline=roofline)
     if not json_out and len(results) > 1:
         typer.echo("\n" + compare_table(results, baseline))
 
 
-@bench_app.command("compare")
-@handle_errors
+@command(bench_app, "compare", _COMPARE_OPTIONS)
 def compare_cmd(
-    results_files: list[Path] = typer.Argument(
-        ..., metavar="RESULTS_JSON...",
-        help="results.json files written by 'bench run --out' (or its --json output)."),
-    baseline: str = _BASELINE,
-    json_out: bool = _JSON,
-    out: Path = _OUT,
-    roofline: bool = _ROOFLINE,
+    results_files: Annotated[list[Path], typer.Argument(
+        metavar="RESULTS_JSON...",
+        help="results.json files written by 'bench run --out' (or its --json output).")],
+    baseline: str | None, json_out: bool, out: Path | None, roofline: bool,
 ) -> None:
     """The paper's Table 5 shape (latency, throughput, params, MACs, GFLOP/s, ratio to a
     baseline) from saved bench results, without measuring again."""

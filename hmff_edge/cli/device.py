@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from hmff_edge.cli._app import app
-from hmff_edge.cli._common import handle_errors, print_json
+from hmff_edge.cli._common import command, print_json
+from hmff_edge.cli._options import Opt, json_flag
 
 device_app = typer.Typer(
     help="An emulated Raspberry Pi (Debian arm64 root under qemu-user with the aarch64 "
@@ -15,16 +18,19 @@ device_app = typer.Typer(
 app.add_typer(device_app, name="device")
 
 
-@device_app.command("emulate")
-@handle_errors
+_EMULATE_OPTIONS = (
+    Opt("--port", int, None, "127.0.0.1 port for sshd (default: a free one)"),
+    Opt("--rebuild", bool, False, "Reinstall the root's venv with this host's runtime versions (after they "
+        "changed)"),
+    json_flag("Print host, port, cpu... as JSON"),
+)
+
+
+@command(device_app, "emulate", _EMULATE_OPTIONS)
 def emulate_cmd(
-    target: str = typer.Argument(..., metavar="rpi4|rpi5",
-                                 help="Board: rpi4 (QEMU_CPU cortex-a72) or rpi5 (cortex-a76)"),
-    port: int = typer.Option(None, "--port", help="127.0.0.1 port for sshd (default: a free "
-                                                  "one)"),
-    rebuild: bool = typer.Option(False, "--rebuild", help="Reinstall the root's venv with "
-                                 "this host's runtime versions (after they changed)"),
-    json_out: bool = typer.Option(False, "--json", help="Print host, port, cpu... as JSON"),
+    target: Annotated[str, typer.Argument(metavar="rpi4|rpi5", help="Board: rpi4 (QEMU_CPU "
+                                          "cortex-a72) or rpi5 (cortex-a76)")],
+    port: int | None, rebuild: bool, json_out: bool,
 ) -> None:
     """Build or reuse the arm64 root under $XDG_CACHE_HOME/hmff-edge/device (first time:
     debootstrap, a few minutes and ~550 MB), start its sshd on 127.0.0.1 with a key made
@@ -43,10 +49,8 @@ def emulate_cmd(
     typer.echo(info.host)
 
 
-@device_app.command("stop")
-@handle_errors
-def stop_cmd(json_out: bool = typer.Option(False, "--json", help="Print what was done as JSON")
-             ) -> None:
+@command(device_app, "stop", [json_flag("Print what was done as JSON")])
+def stop_cmd(json_out: bool) -> None:
     """Stop the emulated device's sshd and every process in its root, and undo its mounts.
     The cached root stays for the next 'device emulate'."""
     from hmff_edge.device import stop
@@ -61,10 +65,8 @@ def stop_cmd(json_out: bool = typer.Option(False, "--json", help="Print what was
                    f"{len(report.killed)} process(es), unmounted {len(report.unmounted)}")
 
 
-@device_app.command("status")
-@handle_errors
-def status_cmd(json_out: bool = typer.Option(False, "--json", help="Print the status as JSON")
-               ) -> None:
+@command(device_app, "status", [json_flag("Print the status as JSON")])
+def status_cmd(json_out: bool) -> None:
     """What emulated device runs (host, port, CPU), and whether the cached root is built."""
     from hmff_edge.device import status
 

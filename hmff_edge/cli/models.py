@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from hmff_edge.cli._app import app
-from hmff_edge.cli._common import handle_errors, print_json
+from hmff_edge.cli._common import command, print_json
+from hmff_edge.cli._options import Opt, json_flag
 from hmff_edge.tables import text_table
 
 
@@ -17,16 +20,20 @@ def _fmt_pct(p):
     return None if p is None else f"{p:+.2f}%"
 
 
-@app.command("models")
-@handle_errors
+_OPTIONS = (
+    Opt("--img-size", int, 224, "Input height and width in pixels."),
+    Opt("--classes", int, 10, "Number of output classes."),
+    Opt("--all", bool, False, "Also list the deployment-activation variants (-hs, -relu6).",
+        name="all_variants"),
+    json_flag("Print a JSON list instead of a table.", name="as_json"),
+)
+
+
+@command(app, "models", _OPTIONS)
 def models_cmd(
-    names: list[str] = typer.Argument(None, help="Variants to show (default: the paper's nine)."),
-    img_size: int = typer.Option(224, "--img-size", help="Input height and width in pixels."),
-    classes: int = typer.Option(10, "--classes", help="Number of output classes."),
-    all_variants: bool = typer.Option(
-        False, "--all", help="Also list the deployment-activation variants (-hs, -relu6)."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
+    names: Annotated[list[str] | None, typer.Argument(
+        help="Variants to show (default: the paper's nine).")] = None,
+    *, img_size: int, classes: int, all_variants: bool, as_json: bool,
 ) -> None:
     """List the model variants with trainable parameters and multiply-accumulates (MACs).
 

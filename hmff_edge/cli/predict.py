@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from hmff_edge.cli._app import app
-from hmff_edge.cli._common import handle_errors, print_json
+from hmff_edge.cli._common import command, print_json
+from hmff_edge.cli._options import Opt, json_flag
 from hmff_edge.tables import text_table
 
+_OPTIONS = (
+    Opt("--top-k -k", int, 5, "Labels to show per image.", min=1),
+    Opt("--threads", int, None, "Engine threads (default: all cores).", min=1),
+    Opt("--batch-size", int, 16, "Images per inference call.", min=1),
+    json_flag("Machine-readable output.", name="as_json"),
+)
 
-@app.command("predict")
-@handle_errors
+
+@command(app, "predict", _OPTIONS)
 def predict(
-    model: Path = typer.Argument(..., help="Exported .tflite or .onnx file (with its metadata)."),
-    images: list[Path] = typer.Argument(..., help="Image files, or folders of images."),
-    top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="Labels to show per image."),
-    threads: int = typer.Option(None, "--threads", min=1, help="Engine threads (default: all cores)."),
-    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per inference call."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    model: Annotated[Path, typer.Argument(help="Exported .tflite or .onnx file (with its metadata).")],
+    images: Annotated[list[Path], typer.Argument(help="Image files, or folders of images.")],
+    top_k: int, threads: int | None, batch_size: int, as_json: bool,
 ) -> None:
     """Classify IMAGE... with MODEL and print the top-k labels per image."""
     from hmff_edge.errors import DataError

@@ -3,30 +3,35 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from hmff_edge.cli._app import app
-from hmff_edge.cli._common import handle_errors, print_json
+from hmff_edge.cli._common import command, print_json
+from hmff_edge.cli._options import QUIET, Opt, config_fields, json_flag
+
+# Rows with a field are QATConfig fields.
+_OPTIONS = (
+    Opt("--out -o", Path, ..., "New run folder for the QAT model (must not exist or be empty).", field=None),
+    Opt("--epochs", int, 2, "Fine-tuning epochs (1-100)."),
+    Opt("--lr", float, 1e-4, "Adam learning rate, cosine-decayed to 0."),
+    Opt("--batch-size", int, None, "Batch size (default: the run's)."),
+    Opt("--distill", float, 0.5, "Weight of the float model's probabilities in the loss (0 = labels only, 1 "
+        "= teacher only)."),
+    Opt("--images", int, None, "Fine-tune on a fixed subset of this many training images (default: the run's "
+        "whole training split).", field="max_images"),
+    Opt("--data", str, None, "Training data, when the run's folder moved (same classes)."),
+    json_flag("Print the metrics as JSON."),
+    QUIET,
+)
 
 
-@app.command("qat")
-@handle_errors
+@command(app, "qat", _OPTIONS)
 def qat_cmd(
-    run: Path = typer.Argument(..., help="Run folder to fine-tune (model.keras + config.json)."),
-    out: Path = typer.Option(..., "--out", "-o", help="New run folder for the QAT model "
-                             "(must not exist or be empty)."),
-    epochs: int = typer.Option(2, "--epochs", help="Fine-tuning epochs (1-100)."),
-    lr: float = typer.Option(1e-4, "--lr", help="Adam learning rate, cosine-decayed to 0."),
-    batch_size: int = typer.Option(None, "--batch-size", help="Batch size (default: the run's)."),
-    distill: float = typer.Option(0.5, "--distill", help="Weight of the float model's "
-                                  "probabilities in the loss (0 = labels only, 1 = teacher only)."),
-    images: int = typer.Option(None, "--images", help="Fine-tune on a fixed subset of this "
-                               "many training images (default: the run's whole training split)."),
-    data: str = typer.Option(None, "--data", help="Training data, when the run's folder moved "
-                             "(same classes)."),
-    json_out: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    ctx: typer.Context,
+    run: Annotated[Path, typer.Argument(help="Run folder to fine-tune (model.keras + config.json).")],
+    out: Path, data: str | None, json_out: bool, quiet: bool, **_config: object,
 ) -> None:
     """Quantization-aware fine-tuning: BN folded into the weights, per-channel int8 weights
     and learned activation ranges, trained with the float model as teacher. Writes a run
@@ -39,8 +44,7 @@ def qat_cmd(
         read_run_config,
     )
 
-    cfg = QATConfig(epochs=epochs, lr=lr, batch_size=batch_size, distill=distill, data=data,
-                    max_images=images, progress=not (quiet or json_out))
+    cfg = QATConfig(progress=not (quiet or json_out), **config_fields(_OPTIONS, ctx.params))
     cfg.validate()  # bad values refused before TensorFlow is imported
     check_data_reachable(read_run_config(run), data)
     check_out(out)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from hmff_edge.device import binfmt, checks, mounts, rootfs, sshd, wheels, xnnpack
 from hmff_edge.device.errors import EmulatorError
-from hmff_edge.device.layout import MARKER, VENV, Layout
+from hmff_edge.device.layout import MARKER, VENV, JsonRecord, Layout
 from hmff_edge.device.targets import Target, get_target
 
 INFER = "/opt/hmff-edge/infer.py"
@@ -35,7 +35,7 @@ _NOTABLE_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_v
 
 
 @dataclass
-class EmulatorInfo:
+class EmulatorInfo(JsonRecord):
     """A running emulated device (``running.json``; ``--json`` of ``device emulate``)."""
 
     target: str
@@ -57,25 +57,6 @@ class EmulatorInfo:
     started: str = ""
     setup_s: dict[str, float] = field(default_factory=dict)
     label: str = ""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def load(cls, path: Path) -> EmulatorInfo | None:
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-        try:
-            return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-        except TypeError:
-            return None
-
-    def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        os.replace(tmp, path)
 
     @property
     def ssh_options(self) -> list[str]:

@@ -8,13 +8,19 @@ location platformdirs gives on Linux, the only system qemu-user and debootstrap 
     wheels/<key>/               aarch64 wheels downloaded for those pins
     ssh/id_ed25519, known_hosts   the client key and the host key of the running sshd
     running.json                what is running: pid, port, mounts (read by status/stop/bench)
+
+The two JSON files are dataclasses with :class:`JsonRecord`'s ``load`` and ``save``.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, fields
 from pathlib import Path
+from typing import TypeVar
+
+from hmff_edge.metadata import atomic_write_bytes
 
 SUITE = "bookworm"  # Debian 12: Python 3.11 (cp311 wheels), glibc 2.36
 SUITE_PYTHON = "3.11"
@@ -22,6 +28,8 @@ SUITE_GLIBC_MINOR = 36
 VENV = "/opt/hmff-edge/venv"  # inside the root
 MARKER = "/etc/hmff-edge/emulation.json"  # inside the root: says "this is an emulation"
 SSHD_CONFIG = "/etc/ssh/sshd_config.hmff-edge"
+
+R = TypeVar("R", bound="JsonRecord")
 
 
 def cache_root(env: dict[str, str] | None = None) -> Path:
@@ -31,56 +39,60 @@ def cache_root(env: dict[str, str] | None = None) -> Path:
     return Path(base) / "hmff-edge" / "device"
 
 
-@dataclass(frozen=True)
 class Layout:
     """Every path the emulator writes, derived from one cache folder."""
 
-    base: Path
+    def __init__(self, base: Path):
+        self.base = Path(base)
+        self.build = self.base / f"{SUITE}-arm64"
+        self.root = self.build / "root"
+        self.manifest = self.build / "manifest.json"
+        # Where debootstrap works; renamed to ``build`` only when it succeeded.
+        self.partial = self.base / f"{SUITE}-arm64.partial"
+        self.ssh_dir = self.base / "ssh"
+        self.client_key = self.ssh_dir / "id_ed25519"
+        self.known_hosts = self.ssh_dir / "known_hosts"
+        self.state = self.base / "running.json"
+        self.sshd_log = self.base / "sshd.log"
+
+    def __repr__(self) -> str:
+        return f"Layout({str(self.base)!r})"
 
     @classmethod
     def default(cls) -> Layout:
         return cls(cache_root())
 
-    @property
-    def build(self) -> Path:
-        return self.base / f"{SUITE}-arm64"
-
-    @property
-    def root(self) -> Path:
-        return self.build / "root"
-
-    @property
-    def partial(self) -> Path:
-        """Where debootstrap works; renamed to :attr:`build` only when it succeeded."""
-        return self.base / f"{SUITE}-arm64.partial"
-
-    @property
-    def manifest(self) -> Path:
-        return self.build / "manifest.json"
-
     def wheels(self, key: str) -> Path:
         return self.base / "wheels" / key
-
-    @property
-    def ssh_dir(self) -> Path:
-        return self.base / "ssh"
-
-    @property
-    def client_key(self) -> Path:
-        return self.ssh_dir / "id_ed25519"
-
-    @property
-    def known_hosts(self) -> Path:
-        return self.ssh_dir / "known_hosts"
-
-    @property
-    def state(self) -> Path:
-        return self.base / "running.json"
-
-    @property
-    def sshd_log(self) -> Path:
-        return self.base / "sshd.log"
 
     def in_root(self, path: str) -> Path:
         """A path inside the root (``/etc/x`` -> ``<root>/etc/x``)."""
         return self.root / path.lstrip("/")
+
+
+class JsonRecord:
+    """Base of the dataclasses the emulator keeps as JSON files (``running.json``,
+    ``manifest.json``)."""
+
+    @classmethod
+    def load(cls: type[R], path: Path) -> R | None:
+        """The record in ``path``, or None when there is none or it is not one of this
+        shape: a file another version wrote is rebuilt, not trusted. Keys this version does
+        not know are ignored."""
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict):
+            return None
+        try:
+            return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+        except TypeError:  # a required field is missing
+            return None
+
+    def save(self, path: Path) -> None:
+        """Write the record through a temporary file, so a reader never sees half of it."""
+        atomic_write_bytes(path, (json.dumps(self.to_dict(), indent=1) + "\n").encode())
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -7,18 +7,17 @@ runtime versions moved. Nothing is deleted below a folder that still has mounts 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hmff_edge.device import checks, wheels
 from hmff_edge.device.errors import EmulatorError, StaleRootError
-from hmff_edge.device.layout import SUITE, SUITE_PYTHON, VENV, Layout
+from hmff_edge.device.layout import SUITE, SUITE_PYTHON, VENV, JsonRecord, Layout
 from hmff_edge.device.mounts import mounted_under
 
 MIRROR = "http://deb.debian.org/debian"
@@ -28,7 +27,7 @@ CHROOT_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
 
 
 @dataclass
-class RootManifest:
+class RootManifest(JsonRecord):
     """What the cached root holds (``manifest.json``)."""
 
     suite: str = SUITE
@@ -38,20 +37,6 @@ class RootManifest:
     built: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
     format: int = MANIFEST_FORMAT
-
-    @classmethod
-    def load(cls, path: Path) -> RootManifest | None:
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
-
-    def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=1) + "\n")
-        os.replace(tmp, path)
 
 
 def debootstrap_command(root: Path, suite: str = SUITE, mirror: str = MIRROR) -> list[str]:

@@ -164,8 +164,7 @@ class QuantActivation(keras.layers.Layer):
             return tf.nn.relu6(x)
         return x
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
+    # No compute_output_shape: Keras traces ``call`` for it, and an activation keeps the shape.
 
     def get_config(self):
         cfg = super().get_config()
