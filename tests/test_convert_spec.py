@@ -52,3 +52,15 @@ def test_paths_become_strings_and_variants_keep_the_rest(tmp_path):
     with pytest.raises(dataclasses.FrozenInstanceError):
         spec.out = "elsewhere"  # type: ignore[misc]
 
+
+def test_child_reports_a_bad_spec_as_an_error_result(tmp_path):
+    """The child side of the hop: a typo comes back as the job's error, naming the key,
+    before any conversion module is imported."""
+    from hmff_edge.convert import _child
+
+    spec_path, result_path = tmp_path / "spec.json", tmp_path / "result.json"
+    spec_path.write_text(json.dumps({**_full_spec().to_dict(), "img_sise": 32}))
+    assert _child._main(["hmff_edge.convert.to_tflite", "convert", str(spec_path),
+                         str(result_path)]) == 0
+    result = json.loads(result_path.read_text())
+    assert "'img_sise'" in result["error"] and result["error_class"] == "ArtifactError"
