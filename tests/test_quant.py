@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from _qat import SIZE, make_run, normalized, tflite_predict, tiny_model
 
+from hmff_edge.convert.spec import ConversionSpec
+
 pytestmark = pytest.mark.tf
 
 
@@ -163,9 +165,9 @@ def test_qat_run_exports_int8_with_its_trained_ranges(tiny_run, qat_run, tmp_pat
     x, _ = normalized(tiny_run.parent / "data")
     np.save(tmp_path / "calib.npy", x[:32])
     tfl = tmp_path / "q.tflite"
-    to_tflite.convert({"keras": str(out / "model.keras"), "img_size": SIZE,
-                       "quantization": "int8", "out": str(tfl),
-                       "calib": str(tmp_path / "calib.npy"), "io_dtype": "int8"})
+    to_tflite.convert(ConversionSpec(keras=str(out / "model.keras"), img_size=SIZE,
+                                     quantization="int8", out=str(tfl),
+                                     calib=str(tmp_path / "calib.npy"), io_dtype="int8"))
     assert not to_tflite.float_tensors(tfl)  # full integer
     from ai_edge_litert.interpreter import Interpreter
 
@@ -192,9 +194,10 @@ def test_qat_onnx_int8_carries_the_trained_ranges(tiny_run, qat_run, tmp_path):
     x, _ = normalized(tiny_run.parent / "data")
     np.save(tmp_path / "calib.npy", x[:32])
     path = tmp_path / "q.onnx"
-    to_onnx.convert({"keras": str(out / "model.keras"), "img_size": SIZE, "quantization": "int8",
-                     "qat": True, "out": str(path), "calib": str(tmp_path / "calib.npy"),
-                     "io_dtype": "int8", "opset": 17})
+    to_onnx.convert(ConversionSpec(keras=str(out / "model.keras"), img_size=SIZE,
+                                   quantization="int8", qat=True, out=str(path),
+                                   calib=str(tmp_path / "calib.npy"), io_dtype="int8",
+                                   opset=17))
     assert to_onnx.check_graph(path, full_integer=True) == []
     proto = onnx.load(str(path))
     first_q = next(n for n in proto.graph.node if n.op_type == "QuantizeLinear")
@@ -247,9 +250,9 @@ def test_int16x8_export_has_int16_activations_and_agrees(tiny_run, tmp_path):
     x, _ = normalized(tiny_run.parent / "data")
     np.save(tmp_path / "calib.npy", x[:32])
     tfl = tmp_path / "a16.tflite"
-    to_tflite.convert({"keras": str(tiny_run / "model.keras"), "img_size": SIZE,
-                       "quantization": "int16x8", "out": str(tfl),
-                       "calib": str(tmp_path / "calib.npy"), "io_dtype": "int8"})
+    to_tflite.convert(ConversionSpec(keras=str(tiny_run / "model.keras"), img_size=SIZE,
+                                     quantization="int16x8", out=str(tfl),
+                                     calib=str(tmp_path / "calib.npy"), io_dtype="int8"))
     kinds = {np.dtype(d["dtype"]).name for d in Interpreter(model_path=str(tfl)).get_tensor_details()}
     assert "int16" in kinds
     ref = np.asarray(load_model(tiny_run / "model.keras", compile=False)(x))
@@ -261,9 +264,9 @@ def test_dynamic_range_file_is_not_full_integer(tiny_run, tmp_path):
     from hmff_edge.convert import to_tflite
 
     tfl = tmp_path / "dyn.tflite"
-    to_tflite.convert({"keras": str(tiny_run / "model.keras"), "img_size": SIZE,
-                       "quantization": "dynamic", "out": str(tfl), "calib": None,
-                       "io_dtype": "int8"})
+    to_tflite.convert(ConversionSpec(keras=str(tiny_run / "model.keras"), img_size=SIZE,
+                                     quantization="dynamic", out=str(tfl), calib=None,
+                                     io_dtype="int8"))
     floats = to_tflite.float_tensors(tfl)
     assert floats
     problems = to_tflite.check_graph(to_tflite.op_histogram(tfl), max_transposes=None,

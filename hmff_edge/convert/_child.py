@@ -3,9 +3,10 @@
 ``TFLiteConverter.convert()`` leaks memory on every call (TF 2.20/2.21), and a converter
 crash (or the kernel's OOM killer) must not take the command down with it. Each job runs in
 a new ``python -m hmff_edge.convert._child`` process (a subprocess rather than
-multiprocessing, so that a library user's unguarded script is never re-imported). The job
-spec goes in as a JSON file; the child writes a JSON result file; errors come back as the
-same :class:`HmffEdgeError` class with the child's message.
+multiprocessing, so that a library user's unguarded script is never re-imported). The job,
+a :class:`~hmff_edge.convert.spec.ConversionSpec`, goes in as a JSON file and reaches the
+child function as the same dataclass; the child writes a JSON result file; errors come back
+as the same :class:`HmffEdgeError` class with the child's message.
 """
 
 from __future__ import annotations
@@ -21,17 +22,18 @@ import traceback
 from pathlib import Path
 
 from hmff_edge import errors
+from hmff_edge.convert.spec import ConversionSpec
 from hmff_edge.errors import ArtifactError, HmffEdgeError
 
 CHILD_TIMEOUT_S = 3600  # a conversion that hangs this long is a bug, not a slow machine
 
 
-def run_in_child(module: str, function: str, spec: dict, *, what: str,
+def run_in_child(module: str, function: str, spec: ConversionSpec, *, what: str,
                  timeout: float = CHILD_TIMEOUT_S) -> dict:
     """Call ``module.function(spec)`` in a child Python and return its dict result."""
     with tempfile.TemporaryDirectory(prefix="hmff-child-") as tmp:
         spec_path, result_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
-        spec_path.write_text(json.dumps(spec))
+        spec_path.write_text(json.dumps(spec.to_dict()))
         env = dict(os.environ)
         # The child must import hmff_edge exactly as this process does (cwd checkouts too).
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
@@ -66,8 +68,8 @@ def run_in_child(module: str, function: str, spec: dict, *, what: str,
 
 def _main(argv: list[str]) -> int:
     module, function, spec_path, result_path = argv
-    spec = json.loads(Path(spec_path).read_text())
-    try:
+    try:  # a spec the child cannot read comes back as an error result, like any other
+        spec = ConversionSpec.from_dict(json.loads(Path(spec_path).read_text()))
         fn = getattr(importlib.import_module(module), function)
         result = fn(spec)
     except HmffEdgeError as exc:

@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from hmff_edge.convert._child import run_in_child
+from hmff_edge.convert.spec import ConversionSpec
 
 
-def diagnose(spec: dict[str, Any], plot_path: Path | None = None) -> dict[str, Any]:
+def diagnose(spec: ConversionSpec, plot_path: Path | None = None) -> dict[str, Any]:
     """Run TensorFlow's quantization debugger on the spec (a child process) and summarize:
     every op's RMSE in quantization steps, the worst ones first, and optionally a PNG."""
     rows = run_in_child("hmff_edge.convert.to_tflite", "diagnose", spec,

@@ -10,6 +10,7 @@ model they trained. Its metadata and report row say ``quantization_path: qat``.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from hmff_edge.convert.images import ImageSet
 from hmff_edge.convert.options import ExportOptions, Target
 from hmff_edge.convert.report import ArtifactResult, ExportReport
 from hmff_edge.convert.source import ResolvedSource
+from hmff_edge.convert.spec import ConversionSpec
 from hmff_edge.convert.verify import Verification, compare
 
 QAT_RUN = "qat_run"
@@ -105,14 +107,11 @@ def verify_qat(float_ref: np.ndarray, qat_ref: np.ndarray, got: np.ndarray,
     return v
 
 
-def qat_spec(base: dict[str, Any], target: Target, qat_dir: Path) -> dict[str, Any]:
+def qat_spec(base: ConversionSpec, target: Target, qat_dir: Path) -> ConversionSpec:
     """The child conversion spec of a target, from the QAT model (ONNX through the QAT
     model's full-integer TFLite, so that both files carry the trained ranges)."""
-    spec = {**base, "keras": str(qat_dir / "model.keras"), "fp32_tflite": None,
-            "fp32_onnx": None}
-    if target.format == "onnx":
-        spec["qat"] = True
-    return spec
+    return replace(base, keras=str(qat_dir / "model.keras"), fp32_tflite=None, fp32_onnx=None,
+                   qat=base.qat or target.format == "onnx")
 
 
 def summary(result: ArtifactResult) -> dict[str, Any]:

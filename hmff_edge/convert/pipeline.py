@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from hmff_edge.convert.options import CALIBRATED, ExportOptions, Target
 from hmff_edge.convert.registry import get_exporter
 from hmff_edge.convert.report import ArtifactResult, ExportReport, path_size
 from hmff_edge.convert.source import ResolvedSource, resolve_source
+from hmff_edge.convert.spec import ConversionSpec
 from hmff_edge.convert.verify import batch1_latency_ms, compare
 from hmff_edge.errors import ArtifactError, ConfigError, VerificationError
 from hmff_edge.metadata import ArtifactMetadata, write_sidecar
@@ -128,7 +130,7 @@ def _convert_all(src: ResolvedSource, options: ExportOptions, targets: list[Targ
             spec, path = ladder.qat_spec(spec, target, src.keras_path.parent), "qat"
         item, result = _convert_one(src, options, target, spec, stage, verify_set, reference,
                                     report, path=path)
-        raw_paths[target.label] = Path(spec["out"])
+        raw_paths[target.label] = Path(spec.out)
         report.artifacts.append(result)
         produced.append(item)
     _int8_ladder(src, options, targets, stage, calib_npy, verify_set, reference, report,
@@ -137,21 +139,21 @@ def _convert_all(src: ResolvedSource, options: ExportOptions, targets: list[Targ
 
 
 def _spec(src: ResolvedSource, options: ExportOptions, target: Target, stage: Path,
-          calib_npy: Path | None, raw_paths: dict[str, Path], tag: str = "") -> dict[str, Any]:
-    return {
-        "keras": str(src.keras_path), "img_size": src.img_size,
-        "quantization": target.quantization, "out": str(stage / f"raw{tag}_{target.filename}"),
-        "calib": str(calib_npy) if calib_npy else None, "io_dtype": options.io_dtype,
-        "opset": options.opset, "calib_method": options.calib_method,
-        "fp32_tflite": str(raw_paths["tflite-fp32"]) if "tflite-fp32" in raw_paths else None,
-        "fp32_onnx": str(raw_paths["onnx-fp32"]) if "onnx-fp32" in raw_paths else None,
-        "optimize": options.optimize,
-        "form_table": str(options.form_table) if options.form_table else None,
-    }
+          calib_npy: Path | None, raw_paths: dict[str, Path], tag: str = "") -> ConversionSpec:
+    return ConversionSpec(
+        keras=str(src.keras_path), img_size=src.img_size,
+        quantization=target.quantization, out=str(stage / f"raw{tag}_{target.filename}"),
+        calib=str(calib_npy) if calib_npy else None, io_dtype=options.io_dtype,
+        opset=options.opset, calib_method=options.calib_method,
+        fp32_tflite=str(raw_paths["tflite-fp32"]) if "tflite-fp32" in raw_paths else None,
+        fp32_onnx=str(raw_paths["onnx-fp32"]) if "onnx-fp32" in raw_paths else None,
+        optimize=options.optimize,
+        form_table=str(options.form_table) if options.form_table else None,
+    )
 
 
 def _convert_one(src: ResolvedSource, options: ExportOptions, target: Target,
-                 spec: dict[str, Any], stage: Path, verify_set: ImageSet | None,
+                 spec: ConversionSpec, stage: Path, verify_set: ImageSet | None,
                  reference: np.ndarray | None, report: ExportReport, *, path: str = "ptq",
                  judge=None) -> tuple[tuple[Path, Path, ArtifactMetadata], ArtifactResult]:
     """Convert one target (child process), embed metadata, check and verify it.
@@ -160,7 +162,7 @@ def _convert_one(src: ResolvedSource, options: ExportOptions, target: Target,
     (the QAT step's gate)."""
     t1 = time.perf_counter()
     exporter = get_exporter(target.format)
-    raw = Path(spec["out"])
+    raw = Path(spec.out)
     final = stage / (target.filename if path == "ptq" else f"{path}_{target.filename}")
     child = run_in_child(exporter.module, "convert", spec, what=f"{target.label} conversion")
     ins, outs = exporter.io_specs(raw, src.num_classes)
@@ -224,7 +226,7 @@ def _int8_ladder(src: ResolvedSource, options: ExportOptions, targets: list[Targ
         a.hint = ladder.hint(a, why_not)
 
 
-def _diagnose(src: ResolvedSource, spec: dict[str, Any], plot: Path) -> dict[str, Any]:
+def _diagnose(src: ResolvedSource, spec: ConversionSpec, plot: Path) -> dict[str, Any]:
     """The per-layer table of the float model's post-training int8 (for a QAT run, of the
     float run it was fine-tuned from); a failure to diagnose is reported, not raised: the
     export's own result stands without it."""
@@ -233,7 +235,7 @@ def _diagnose(src: ResolvedSource, spec: dict[str, Any], plot: Path) -> dict[str
         if not float_model.is_file():
             return {"skipped": "a QAT run is diagnosed through its float run, and "
                                f"{str(float_model)!r} is gone"}
-        spec = {**spec, "keras": str(float_model)}
+        spec = replace(spec, keras=str(float_model))
     try:
         return diagnose(spec, plot)
     except (ArtifactError, VerificationError, ConfigError) as exc:

@@ -11,46 +11,48 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hmff_edge.convert.spec import ConversionSpec
 from hmff_edge.errors import ArtifactError
 from hmff_edge.metadata import METADATA_KEY, TensorSpec, atomic_write_bytes
 
 BATCH_DIM = "batch"
 
 
-def convert(spec: dict) -> dict:
-    """Child process: ``spec['quantization']`` none -> fp32 ONNX, int8 -> QDQ ONNX.
+def convert(spec: ConversionSpec) -> dict:
+    """Child process: ``spec.quantization`` none -> fp32 ONNX, int8 -> QDQ ONNX.
 
     An int8 spec of a QAT model (``qat``) converts the model's full-integer TFLite (float
     I/O) instead: its QDQ graph keeps the trained ranges. Otherwise int8 is onnxruntime's
     static quantization of the fp32 graph (``calib_method``).
     """
-    qat = spec["quantization"] == "int8" and spec.get("qat")
-    if spec["quantization"] == "int8" and not qat:
+    qat = spec.quantization == "int8" and spec.qat
+    if spec.quantization == "int8" and not qat:
         return _quantize(spec)
     from hmff_edge._lazy import require
 
     require("tensorflow")
     tf2onnx = require("tf2onnx")
     onnx = require("onnx")
-    src = None if qat else spec.get("fp32_tflite")
+    src = None if qat else spec.fp32_tflite
     with tempfile.TemporaryDirectory() as tmp:
         if not src:  # no tflite-fp32 target in this export: make one for ONNX only
             from hmff_edge.convert import to_tflite
 
             src = str(Path(tmp) / "model.tflite")
-            to_tflite.convert({**spec, "quantization": "int8" if qat else "none",
-                               "io_dtype": "float32", "out": src})
-        proto, _ = tf2onnx.convert.from_tflite(src, opset=spec.get("opset", 17))
+            to_tflite.convert(replace(spec, quantization="int8" if qat else "none",
+                                      io_dtype="float32", out=src))
+        proto, _ = tf2onnx.convert.from_tflite(src, opset=spec.opset)
     _dynamic_batch(proto)
     _rename_io(proto)
     onnx.checker.check_model(proto)
-    atomic_write_bytes(spec["out"], proto.SerializeToString())
-    return {"path": spec["out"]}
+    atomic_write_bytes(spec.out, proto.SerializeToString())
+    return {"path": spec.out}
 
 
 def _dynamic_batch(proto: Any) -> None:
@@ -94,22 +96,22 @@ class _Reader:
         self.i = 0
 
 
-def _quantize(spec: dict) -> dict:
+def _quantize(spec: ConversionSpec) -> dict:
     from hmff_edge._lazy import require
 
     q = require("onnxruntime.quantization")
-    src = spec.get("fp32_onnx")
+    src = spec.fp32_onnx
     with tempfile.TemporaryDirectory() as tmp:
         if not src:
             src = str(Path(tmp) / "fp32.onnx")
-            convert({**spec, "quantization": "none", "out": src})
+            convert(replace(spec, quantization="none", out=src))
         pre = str(Path(tmp) / "pre.onnx")
         try:  # shape inference + graph fusions recommended before static quantization
             q.shape_inference.quant_pre_process(src, pre, skip_symbolic_shape=False)
         except Exception:  # optional step; quantize the plain graph when it fails
             pre = src
         reader_cls = type("_CalibReader", (_Reader, q.CalibrationDataReader), {})
-        calib = np.load(spec["calib"])
+        calib = np.load(spec.calib)
         out_tmp = str(Path(tmp) / "int8.onnx")
         q.quantize_static(
             pre, out_tmp, reader_cls(calib, _input_name(pre)),
@@ -118,10 +120,10 @@ def _quantize(spec: dict) -> dict:
             # QLinearConv / QLinearMul...; with int8 activations it left 41 of 42 convolutions
             # as DequantizeLinear -> float Conv (hmff_edge.bench.onnx_int8 checks this).
             activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
-            calibrate_method=_CALIB[spec.get("calib_method") or "minmax"](q),
+            calibrate_method=_CALIB[spec.calib_method](q),
         )
-        atomic_write_bytes(spec["out"], Path(out_tmp).read_bytes())
-    return {"path": spec["out"]}
+        atomic_write_bytes(spec.out, Path(out_tmp).read_bytes())
+    return {"path": spec.out}
 
 
 _CALIB = {

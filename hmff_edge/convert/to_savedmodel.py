@@ -13,24 +13,25 @@ from pathlib import Path
 
 import numpy as np
 
+from hmff_edge.convert.spec import ConversionSpec
 from hmff_edge.metadata import METADATA_KEY, TensorSpec, atomic_write_bytes
 
 SIGNATURE = "serving_default"
 
 
-def convert(spec: dict) -> dict:
-    """Child process: Keras file -> SavedModel folder ``spec['out']``."""
+def convert(spec: ConversionSpec) -> dict:
+    """Child process: Keras file -> SavedModel folder ``spec.out``."""
     from hmff_edge._lazy import require
     from hmff_edge.convert.trace import load_keras, serving_function
 
     tf = require("tensorflow")
-    model = load_keras(spec["keras"])
-    fn = serving_function(model, spec["img_size"], batch=None)
+    model = load_keras(spec.keras)
+    fn = serving_function(model, spec.img_size, batch=None)
     module = tf.Module()
     module.model = model  # tracks the variables
     module.serve = fn
-    tf.saved_model.save(module, spec["out"], signatures={SIGNATURE: fn})
-    return {"path": spec["out"]}
+    tf.saved_model.save(module, spec.out, signatures={SIGNATURE: fn})
+    return {"path": spec.out}
 
 
 _LOADED: dict[tuple[str, float], object] = {}

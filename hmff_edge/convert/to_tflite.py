@@ -7,11 +7,13 @@ the op histogram, embeds the metadata and runs the file in LiteRT for verificati
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hmff_edge.convert.spec import ConversionSpec
 from hmff_edge.errors import ArtifactError
 from hmff_edge.metadata import METADATA_KEY, TensorSpec, atomic_write_bytes
 
@@ -26,34 +28,33 @@ FORBIDDEN_OPS = {
 }
 
 
-def convert(spec: dict) -> dict:
-    """Child process: Keras file -> ``spec['out']`` (.tflite without metadata)."""
+def convert(spec: ConversionSpec) -> dict:
+    """Child process: Keras file -> ``spec.out`` (.tflite without metadata)."""
     from hmff_edge._lazy import require
     from hmff_edge.convert.trace import TRACE_BATCH
 
     tf = require("tensorflow")
     conv = _converter(spec, tf)
     data = unpin_batch(conv.convert(), TRACE_BATCH)
-    atomic_write_bytes(spec["out"], data)
-    return {"path": spec["out"], "bytes": len(data),
+    atomic_write_bytes(spec.out, data)
+    return {"path": spec.out, "bytes": len(data),
             "graph_forms": getattr(conv, "hmff_graph_forms", None)}
 
 
-def _converter(spec: dict, tf) -> Any:
+def _converter(spec: ConversionSpec, tf) -> Any:
     """A configured ``TFLiteConverter`` for the spec's quantization (child process)."""
     from hmff_edge.convert.trace import TRACE_BATCH, decompose_for_int8, frozen_function, load_keras
 
-    model = load_keras(spec["keras"])
-    q = spec["quantization"]
+    model = load_keras(spec.keras)
+    q = spec.quantization
     if q == "int8":
         decompose_for_int8(model)
     from hmff_edge.convert import forms
 
     # The graph form of each grouped 1x1 (hmff_edge.convert.forms), recorded for metadata.
-    plan = forms.plan_for_model(model, spec["img_size"], q, spec.get("optimize"),
-                                spec.get("form_table"))
+    plan = forms.plan_for_model(model, spec.img_size, q, spec.optimize, spec.form_table)
     with forms.use_forms(plan.layer_forms()):
-        fn = frozen_function(model, spec["img_size"])
+        fn = frozen_function(model, spec.img_size)
     conv = tf.lite.TFLiteConverter.from_concrete_functions([fn])
     conv.hmff_graph_forms = plan.to_dict()
     # Builtins only: a graph needing Flex (SELECT_TF_OPS) fails here instead of at run time.
@@ -63,7 +64,7 @@ def _converter(spec: dict, tf) -> Any:
     if q == "fp16":
         conv.target_spec.supported_types = [tf.float16]
     elif q in ("int8", "int16x8"):
-        calib = np.load(spec["calib"])
+        calib = np.load(spec.calib)
 
         def representative():  # batches of the traced size, wrapping around
             for i in range(0, len(calib), TRACE_BATCH):
@@ -73,7 +74,7 @@ def _converter(spec: dict, tf) -> Any:
         conv.representative_dataset = representative
     if q == "int8":
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        io = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[spec["io_dtype"]]
+        io = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[spec.io_dtype]
         conv.inference_input_type = io
         conv.inference_output_type = io
     elif q == "int16x8":  # float I/O around an int16-activation graph
@@ -82,7 +83,7 @@ def _converter(spec: dict, tf) -> Any:
     return conv
 
 
-def diagnose(spec: dict) -> dict:
+def diagnose(spec: ConversionSpec) -> dict:
     """Child process: the per-layer int8 error of a post-training conversion of the spec.
 
     TensorFlow's ``QuantizationDebugger`` runs each quantized op against its float version
@@ -95,7 +96,7 @@ def diagnose(spec: dict) -> dict:
     from hmff_edge._lazy import require
 
     tf = require("tensorflow")
-    conv = _converter({**spec, "quantization": "int8", "io_dtype": "float32"}, tf)
+    conv = _converter(replace(spec, quantization="int8", io_dtype="float32"), tf)
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=conv, debug_dataset=conv.representative_dataset)
     debugger.run()
