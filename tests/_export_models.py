@@ -6,10 +6,13 @@
   the images and whose classifier is re-drawn, so that its predictions vary from image to
   image (an untrained zoo model in inference mode outputs exactly uniform probabilities:
   the signal shrinks ~2x per block with identity BatchNorm statistics).
+* :func:`delegate_partitions`: how many XNNPACK partitions LiteRT makes of a ``.tflite``.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -85,3 +88,24 @@ def tflite_ops(path: Path) -> list[dict]:
             rec["dilation"] = int(op.builtinOptions.dilationWFactor)
         out.append(rec)
     return out
+
+
+_PARTITIONS = (
+    "import sys\n"
+    "from ai_edge_litert.interpreter import Interpreter\n"
+    "it = Interpreter(model_path=sys.argv[1], num_threads=1)\n"
+    "it.allocate_tensors()\n"
+    "d = [o for o in it._get_ops_details() if o['op_name'] == 'DELEGATE']\n"
+    "ins = {t['index'] for t in it.get_input_details()}\n"
+    "outs = {t['index'] for t in it.get_output_details()}\n"
+    "whole = len(d) == 1 and ins <= set(d[0]['inputs']) and outs <= set(d[0]['outputs'])\n"
+    "print(len(d), int(whole))\n")
+
+
+def delegate_partitions(path, whole: bool = False) -> int:
+    """How many XNNPACK partitions LiteRT makes of a file (its 'DELEGATE' nodes). With
+    ``whole``, an op left out at either end (e.g. a SPLIT XNNPACK cannot take in front of
+    the one partition) counts as a second partition."""
+    n, complete = subprocess.run([sys.executable, "-c", _PARTITIONS, str(path)],
+                                 capture_output=True, text=True, check=True).stdout.split()
+    return int(n) if not whole or complete == "1" or int(n) != 1 else 2
