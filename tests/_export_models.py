@@ -26,7 +26,7 @@ def folder_arrays(folder: Path, size: int = 32) -> np.ndarray:
     return normalize(pixels, DEFAULT_MEAN, DEFAULT_STD)
 
 
-def plain_model(path: Path, classes: int = 3, size: int = 32) -> Path:
+def plain_model(path: Path, classes: int = 3, size: int = 32, activation: str = "swish") -> Path:
     from hmff_edge._lazy import keras as _keras
 
     keras = _keras()
@@ -34,7 +34,7 @@ def plain_model(path: Path, classes: int = 3, size: int = 32) -> Path:
     inp = keras.Input((size, size, 3))
     x = keras.layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False)(inp)
     x = keras.layers.BatchNormalization()(x)
-    x = keras.layers.Activation("swish")(x)
+    x = keras.layers.Activation(activation)(x)
     x = keras.layers.DepthwiseConv2D(3, padding="same", dilation_rate=2)(x)
     x = keras.layers.Conv2D(16, 1)(x)
     x = keras.layers.GlobalAveragePooling2D()(x)

@@ -10,7 +10,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from _export_models import delegate_partitions, folder_arrays, tflite_ops, zoo_model
+from _export_models import delegate_partitions, folder_arrays, plain_model, tflite_ops, zoo_model
 from conftest import make_image_folder
 
 from hmff_edge.convert import ExportOptions, export
@@ -126,3 +126,17 @@ def test_int8_export_runs_hard_swish_in_one_delegate_partition(tmp_path):
     meta = json.loads((out / "tflite_int8.json").read_text())["extra"]["int8_activations"]
     assert meta["hard_swish"]["folded"] == n_act and meta["hard_swish"]["unfolded"] == 0
     assert "int8_activations" not in json.loads((out / "tflite_fp32.json").read_text())["extra"]
+
+
+def test_folded_int8_passes_the_verification_gate(tmp_path):
+    """Through the export's own int8 gate against Keras (the random-weight zoo model misses
+    it in any spelling, so a small model that int8 can represent)."""
+    images = make_image_folder(tmp_path / "images", per_class=8, size=32)
+    model = plain_model(tmp_path / "m.keras", activation="hard_swish")
+    report = export(model, ExportOptions(formats="tflite", quantizations="int8",
+                                         out=tmp_path / "out", calib_data=images,
+                                         calib_samples=24, progress=False))
+    (a,) = report.artifacts
+    assert a.verification["passed"], a.verification
+    assert a.metadata["extra"]["int8_activations"]["hard_swish"]["folded"] == 1
+    assert "HARD_SWISH" not in a.ops and "MINIMUM" not in a.ops, a.ops

@@ -3,7 +3,7 @@ constant ``1/6`` folded into the weights of the layers that read the activation.
 
 LiteRT's XNNPACK delegate (2.3) takes neither int8 ``HARD_SWISH`` nor int8 ``MINIMUM``: each
 such op runs in the reference kernel between two delegate partitions (an int8
-hmff-mobilenet-16ch-hs in the ``x * clip(x / 6 + 1/2, 0, 1)`` spelling had 35 partitions).
+hmff-mobilenet-16ch-hs in the ``x * clip(x / 6 + 1/2, 0, 1)`` spelling has 35 partitions).
 ``x * relu6(x + 3)`` is two int8 ops the delegate takes (``ADD`` with ``RELU6`` fused,
 ``MUL``), and ``hard_swish(x)`` is that divided by 6. The converter fuses any spelling that
 multiplies that product by ``1/6`` back into ``HARD_SWISH``, and ``(x / 6) * relu6(x + 3)``
