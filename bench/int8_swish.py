@@ -2,11 +2,14 @@
 
     python bench/int8_swish.py [--size 56] [--channels 128] [--rounds 15]
 
-One 1x1 CONV_2D (HxWxC -> C) followed by each spelling of the activation, full-integer int8
-(int8 I/O), XNNPACK, 1 thread; all files timed round-robin, median of --rounds x 20 invokes.
-The cost of an activation is its file's time minus the bare convolution's: when LOGISTIC +
-MUL costs what LOGISTIC alone costs, the MUL is folded into the same pass. Writes
-bench/results/int8/swish_<cpu kind>.{json,md}.
+Two 1x1 CONV_2Ds (HxWxC -> C) with each spelling of the activation between them,
+full-integer int8 (int8 I/O), XNNPACK, 1 thread; all files timed round-robin, median of
+--rounds x 20 invokes. The cost of an activation is its file's time minus that of the two bare
+convolutions: when LOGISTIC + MUL costs what LOGISTIC alone costs, the MUL is folded into the
+same pass. A spelling that computes a multiple of the activation has the factor taken out of
+the second convolution's weights, as the int8 export does. Each file's XNNPACK partitions are
+counted: an op the delegate does not take runs in the reference kernel between two
+partitions. Writes bench/results/int8/swish_<cpu kind>.{json,md}.
 """
 
 from __future__ import annotations
@@ -25,18 +28,28 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def spellings(tf):
-    return {
-        "conv alone": lambda y: y,
+    """name -> (activation, factor it multiplies the activation by)."""
+    one = {
+        "convs alone": lambda y: y,
         "LOGISTIC only": tf.sigmoid,
         "swish: tf.nn.silu (LOGISTIC + MUL)": tf.nn.silu,
         "swish: x * sigmoid(x)": lambda y: y * tf.sigmoid(y),
         "relu6 (fused into the conv)": tf.nn.relu6,
         "hard_swish: x * relu6(x + 3) / 6 (-> HARD_SWISH op)":
             lambda y: y * tf.nn.relu6(y + 3.0) * (1 / 6),
-        "hard_swish: x * clip(x / 6 + 1/2, 0, 1) (the int8 export's spelling)":
+        "hard_swish: x * clip(x / 6 + 1/2, 0, 1)":
             lambda y: y * tf.minimum(tf.maximum(y * (1 / 6) + 0.5, 0.0), 1.0),
-        "hard_swish: (x / 6) * relu6(x + 3)": lambda y: (y * (1 / 6)) * tf.nn.relu6(y + 3.0),
+        "hard_swish: (x / 6) * relu6(x + 3) (the int8 export's unfolded spelling)":
+            lambda y: (y * (1 / 6)) * tf.nn.relu6(y + 3.0),
     }
+    out = {n: (f, 1.0) for n, f in one.items()}
+    out["6 x hard_swish: x * relu6(x + 3) (the int8 export's spelling, 1/6 in the next "
+        "conv's weights)"] = (lambda y: y * tf.nn.relu6(y + 3.0), 6.0)
+    return out
+
+
+def delegate_partitions(it) -> int:
+    return sum(o["op_name"] == "DELEGATE" for o in it._get_ops_details())
 
 
 def main() -> int:
@@ -56,11 +69,13 @@ def main() -> int:
     h, c = a.size, a.channels
     rng = np.random.default_rng(0)
     k = tf.constant(rng.standard_normal((1, 1, c, c)).astype("float32") * 0.1)
-    its, hists = {}, {}
+    k2 = tf.constant(rng.standard_normal((1, 1, c, c)).astype("float32") * 0.1)
+    its, hists, parts = {}, {}, {}
     tmp = Path(tempfile.mkdtemp(prefix="hmff-swish-"))
-    for i, (name, act) in enumerate(spellings(tf).items()):
-        def f(x, act=act):
-            return act(tf.nn.conv2d(x, k, 1, "VALID"))
+    for i, (name, (act, factor)) in enumerate(spellings(tf).items()):
+        def f(x, act=act, factor=factor):
+            return tf.nn.conv2d(act(tf.nn.conv2d(x, k, 1, "VALID")), k2 * (1 / factor), 1,
+                                "VALID")
 
         fn = tf.function(f, input_signature=[tf.TensorSpec([1, h, h, c], tf.float32)])
         conv = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()])
@@ -77,6 +92,7 @@ def main() -> int:
         it.set_tensor(d["index"], rng.integers(-128, 128, d["shape"]).astype(np.int8))
         it.invoke()
         its[name], hists[name] = it, dict(op_histogram(path))
+        parts[name] = delegate_partitions(it)
     samples = {n: [] for n in its}
     for _ in range(a.rounds):
         for n, it in its.items():
@@ -85,24 +101,29 @@ def main() -> int:
                 it.invoke()
             samples[n].append((time.perf_counter() - t0) / 20 * 1e3)
     med = {n: statistics.median(v) for n, v in samples.items()}
-    base = med["conv alone"]
+    base = med["convs alone"]
     hw = hardware_info()
     rec = {"date": time.strftime("%Y-%m-%d", time.gmtime()), "cpu_model": hw["cpu_model"],
            "simd": simd_flags(), "command": "python bench/int8_swish.py " + " ".join(sys.argv[1:]),
            "shape": [1, h, h, c], "rounds": a.rounds,
-           "rows": [{"spelling": n, "ms": med[n], "over_conv_ms": med[n] - base,
-                     "ops": hists[n]} for n in its]}
+           "rows": [{"spelling": n, "ms": med[n], "over_convs_ms": med[n] - base,
+                     "ops": hists[n], "delegate_partitions": parts[n]} for n in its]}
     out = REPO / "bench" / "results" / "int8" / f"swish_{device_kind()}"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(rec, indent=1))
-    lines = [f"# int8 activations after a 1x1 conv ({h}x{h}x{c}), LiteRT XNNPACK, 1 thread", "",
+    lines = [f"# int8 activations between two 1x1 convs ({h}x{h}x{c}), LiteRT XNNPACK, 1 thread",
+             "",
              f"CPU: {rec['cpu_model']}, SIMD: {', '.join(rec['simd'])}. {rec['date']}. "
              f"Command: `{rec['command']}`. Median of {a.rounds} round-robin rounds x 20 "
-             "invokes; 'over conv' = the file's time minus the bare convolution's.", "",
-             "| spelling | ops in the file | ms | over conv ms |", "|---|---|---|---|"]
+             "invokes; 'over convs' = the file's time minus that of the two bare convolutions; "
+             "partitions = "
+             "XNNPACK delegate partitions (1 = every op in the delegate).", "",
+             "| spelling | ops in the file | partitions | ms | over convs ms |",
+             "|---|---|---|---|---|"]
     for r in rec["rows"]:
         ops = ", ".join(f"{k} x{v}" for k, v in sorted(r["ops"].items()))
-        lines.append(f"| {r['spelling']} | {ops} | {r['ms']:.4f} | {r['over_conv_ms']:+.4f} |")
+        lines.append(f"| {r['spelling']} | {ops} | {r['delegate_partitions']} | {r['ms']:.4f} | "
+                     f"{r['over_convs_ms']:+.4f} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(out.with_suffix(".md").read_text())
     return 0

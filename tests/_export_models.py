@@ -6,10 +6,13 @@
   the images and whose classifier is re-drawn, so that its predictions vary from image to
   image (an untrained zoo model in inference mode outputs exactly uniform probabilities:
   the signal shrinks ~2x per block with identity BatchNorm statistics).
+* :func:`delegate_partitions`: how many XNNPACK partitions LiteRT makes of a ``.tflite``.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +26,7 @@ def folder_arrays(folder: Path, size: int = 32) -> np.ndarray:
     return normalize(pixels, DEFAULT_MEAN, DEFAULT_STD)
 
 
-def plain_model(path: Path, classes: int = 3, size: int = 32) -> Path:
+def plain_model(path: Path, classes: int = 3, size: int = 32, activation: str = "swish") -> Path:
     from hmff_edge._lazy import keras as _keras
 
     keras = _keras()
@@ -31,7 +34,7 @@ def plain_model(path: Path, classes: int = 3, size: int = 32) -> Path:
     inp = keras.Input((size, size, 3))
     x = keras.layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False)(inp)
     x = keras.layers.BatchNormalization()(x)
-    x = keras.layers.Activation("swish")(x)
+    x = keras.layers.Activation(activation)(x)
     x = keras.layers.DepthwiseConv2D(3, padding="same", dilation_rate=2)(x)
     x = keras.layers.Conv2D(16, 1)(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
@@ -85,3 +88,24 @@ def tflite_ops(path: Path) -> list[dict]:
             rec["dilation"] = int(op.builtinOptions.dilationWFactor)
         out.append(rec)
     return out
+
+
+_PARTITIONS = (
+    "import sys\n"
+    "from ai_edge_litert.interpreter import Interpreter\n"
+    "it = Interpreter(model_path=sys.argv[1], num_threads=1)\n"
+    "it.allocate_tensors()\n"
+    "d = [o for o in it._get_ops_details() if o['op_name'] == 'DELEGATE']\n"
+    "ins = {t['index'] for t in it.get_input_details()}\n"
+    "outs = {t['index'] for t in it.get_output_details()}\n"
+    "whole = len(d) == 1 and ins <= set(d[0]['inputs']) and outs <= set(d[0]['outputs'])\n"
+    "print(len(d), int(whole))\n")
+
+
+def delegate_partitions(path, whole: bool = False) -> int:
+    """How many XNNPACK partitions LiteRT makes of a file (its 'DELEGATE' nodes). With
+    ``whole``, an op left out at either end (e.g. a SPLIT XNNPACK cannot take in front of
+    the one partition) counts as a second partition."""
+    n, complete = subprocess.run([sys.executable, "-c", _PARTITIONS, str(path)],
+                                 capture_output=True, text=True, check=True).stdout.split()
+    return int(n) if not whole or complete == "1" or int(n) != 1 else 2

@@ -5,13 +5,11 @@ checks (builtins only, no SPACE_TO_BATCH_ND / BATCH_MATMUL, one XNNPACK partitio
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections import Counter
 
 import numpy as np
 import pytest
-from _export_models import folder_arrays, zoo_model
+from _export_models import delegate_partitions, folder_arrays, zoo_model
 from conftest import make_image_folder
 
 from hmff_edge.convert import ExportOptions, export
@@ -20,26 +18,6 @@ from hmff_edge.convert import forms as F
 pytestmark = pytest.mark.tf
 
 GROUPS = [2, 4, 8, 64]
-
-_PARTITIONS = (
-    "import sys\n"
-    "from ai_edge_litert.interpreter import Interpreter\n"
-    "it = Interpreter(model_path=sys.argv[1], num_threads=1)\n"
-    "it.allocate_tensors()\n"
-    "d = [o for o in it._get_ops_details() if o['op_name'] == 'DELEGATE']\n"
-    "ins = {t['index'] for t in it.get_input_details()}\n"
-    "outs = {t['index'] for t in it.get_output_details()}\n"
-    "whole = len(d) == 1 and ins <= set(d[0]['inputs']) and outs <= set(d[0]['outputs'])\n"
-    "print(len(d), int(whole))\n")
-
-
-def delegate_partitions(path, whole: bool = False) -> int:
-    """How many XNNPACK partitions LiteRT makes of a file (its 'DELEGATE' nodes). With
-    ``whole``, an op left out at either end (e.g. a SPLIT XNNPACK cannot take in front of
-    the one partition) counts as a second partition."""
-    n, complete = subprocess.run([sys.executable, "-c", _PARTITIONS, str(path)],
-                                 capture_output=True, text=True, check=True).stdout.split()
-    return int(n) if not whole or complete == "1" or int(n) != 1 else 2
 
 
 def graph_problems(path) -> list[str]:

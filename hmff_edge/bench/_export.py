@@ -19,10 +19,11 @@ from pathlib import Path
 
 # Bumped when what an export contains changes, so bench caches from older recipes are
 # re-exported (2: BN statistics from inputs, see hmff_edge.models.bn_stats; 3: int8 hard_swish
-# as int8-native elementwise ops, see hmff_edge.convert.trace.decompose_for_int8; 4: a
+# as x * clip(x / 6 + 1/2, 0, 1); 4: a
 # centre-tap depthwise exported as a 1x1 DEPTHWISE_CONV_2D instead of a MUL; 5: int8 grouped 1x1
-# layers in the graph form measured fastest, hmff_edge.convert.forms).
-EXPORT_RECIPE = 5
+# layers in the graph form measured fastest, hmff_edge.convert.forms; 6: int8 hard_swish as
+# x * relu6(x + 3) with its 1/6 folded into the next weights, hmff_edge.convert.int8_activations).
+EXPORT_RECIPE = 6
 INFO_NAME = "bench_export.json"  # params, MACs, exporter and recipe, beside the files
 _FORMAT = {"litert": "tflite", "onnxruntime": "onnx", "tensorflow": "savedmodel"}
 

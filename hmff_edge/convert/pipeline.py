@@ -169,6 +169,8 @@ def _convert_one(src: ResolvedSource, options: ExportOptions, target: Target,
     meta = _metadata(src, target, ins, outs, report, path)
     if child.get("graph_forms"):  # hmff_edge.convert.forms: which form each grouped 1x1 took
         meta.extra["graph_forms"] = child["graph_forms"]
+    if child.get("int8_activations"):  # hmff_edge.convert.int8_activations: hard_swish spelling
+        meta.extra["int8_activations"] = child["int8_activations"]
     if exporter.is_dir:  # SavedModel: embed in place, then the folder is the artifact
         exporter.embed_metadata(raw, raw, meta.to_json())
         final = raw

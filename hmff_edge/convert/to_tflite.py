@@ -38,18 +38,20 @@ def convert(spec: ConversionSpec) -> dict:
     data = unpin_batch(conv.convert(), TRACE_BATCH)
     atomic_write_bytes(spec.out, data)
     return {"path": spec.out, "bytes": len(data),
-            "graph_forms": getattr(conv, "hmff_graph_forms", None)}
+            "graph_forms": getattr(conv, "hmff_graph_forms", None),
+            "int8_activations": getattr(conv, "hmff_int8_activations", None)}
 
 
 def _converter(spec: ConversionSpec, tf) -> Any:
     """A configured ``TFLiteConverter`` for the spec's quantization (child process)."""
-    from hmff_edge.convert.trace import TRACE_BATCH, decompose_for_int8, frozen_function, load_keras
+    from hmff_edge.convert import forms
+    from hmff_edge.convert.int8_activations import rewrite_hard_swish
+    from hmff_edge.convert.trace import TRACE_BATCH, frozen_function, load_keras
 
     model = load_keras(spec.keras)
     q = spec.quantization
-    if q == "int8":
-        decompose_for_int8(model)
-    from hmff_edge.convert import forms
+    # int8 hard_swish in a spelling XNNPACK takes whole, its 1/6 folded into the next weights.
+    activations = rewrite_hard_swish(model) if q == "int8" else None
 
     # The graph form of each grouped 1x1 (hmff_edge.convert.forms), recorded for metadata.
     plan = forms.plan_for_model(model, spec.img_size, q, spec.optimize, spec.form_table)
@@ -57,6 +59,7 @@ def _converter(spec: ConversionSpec, tf) -> Any:
         fn = frozen_function(model, spec.img_size)
     conv = tf.lite.TFLiteConverter.from_concrete_functions([fn])
     conv.hmff_graph_forms = plan.to_dict()
+    conv.hmff_int8_activations = activations
     # Builtins only: a graph needing Flex (SELECT_TF_OPS) fails here instead of at run time.
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if q in ("fp16", "dynamic", "int8", "int16x8"):

@@ -18,7 +18,6 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from hmff_edge._lazy import keras as _keras
 from hmff_edge._lazy import require
 
 # The batch the TFLite graph is traced with. Any fixed batch lets the converter fuse a
@@ -67,31 +66,3 @@ def frozen_function(model: Any, img_size: int, batch: int = TRACE_BATCH) -> Any:
     )
 
     return convert_variables_to_constants_v2(serving_function(model, img_size, batch=batch))
-
-
-def _hard_swish_int8(x):
-    """``x * relu6(x + 3) / 6`` as ``x * clip(x / 6 + 1/2, 0, 1)``: the converter does not
-    fuse this spelling back into HARD_SWISH (it does fuse ``x * relu6(x + 3) * (1/6)`` in
-    any order), and its gate has the fixed range [0, 1], so int8 keeps it at 1/255 steps."""
-    tf = require("tensorflow")
-    return x * tf.minimum(tf.maximum(x * (1.0 / 6.0) + 0.5, 0.0), 1.0)
-
-
-def decompose_for_int8(model: Any) -> int:
-    """Rewrite what full-integer TFLite runs slowly; returns how many layers were changed.
-
-    LiteRT's XNNPACK delegate takes float HARD_SWISH but not its int8 form, which falls back
-    to the reference kernel: in an int8 hmff-mobilenet-16ch-hs, 43 HARD_SWISH ops were 20 of
-    27 ms at 224 px, 1 thread. The same function as four int8 elementwise ops runs in the
-    delegate (a 112x112x64 conv + hard_swish: 3.1 ms -> 0.8 ms). Top-1 agreement with Keras
-    on 1,000 CIFAR-10 test images of a weak (34%) hmff-mobilenet-32ch-hs: 75.4% against
-    77.0% for HARD_SWISH. Float exports keep the single HARD_SWISH, faster there.
-    """
-    keras = _keras()
-    changed = 0
-    for layer in model._flatten_layers():
-        if (isinstance(layer, keras.layers.Activation)
-                and getattr(layer.activation, "__name__", "") in ("hard_swish", "hard_silu")):
-            layer.activation = _hard_swish_int8
-            changed += 1
-    return changed
