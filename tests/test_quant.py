@@ -241,6 +241,34 @@ def test_export_of_a_qat_run_converts_its_ranges_and_never_fine_tunes_again(qat_
     assert not (tmp_path / "export" / "qat_run").exists()
 
 
+def test_hard_swish_qat_model_exports_as_one_xnnpack_partition(tmp_path):
+    """A -hs QAT model's int8 file runs every hard_swish inside XNNPACK (no MINIMUM or
+    HARD_SWISH, which it does not take in int8: one partition, SOFTMAX left after it) and
+    computes what the QAT model's float64 twin computes."""
+    from _export_models import delegate_partitions
+
+    from hmff_edge.convert import to_tflite
+    from hmff_edge.models import load_model
+    from hmff_edge.quant.finetune import QATConfig, qat_finetune
+    from hmff_edge.quant.transform import reference_predictions
+
+    run = make_run(tmp_path / "hs", activation="hard_swish", epochs=15)
+    out = tmp_path / "hs_qat"
+    qat_finetune(run, out, QATConfig(epochs=1, lr=5e-4, progress=False))
+    x, _ = normalized(run.parent / "data")
+    np.save(tmp_path / "calib.npy", x[:32])
+    tfl = tmp_path / "hs.tflite"
+    to_tflite.convert(ConversionSpec(keras=str(out / "model.keras"), img_size=SIZE,
+                                     quantization="int8", out=str(tfl),
+                                     calib=str(tmp_path / "calib.npy"), io_dtype="int8"))
+    ops = to_tflite.op_histogram(tfl)
+    assert not {"MINIMUM", "MAXIMUM", "HARD_SWISH"} & set(ops) and ops["MUL"] >= 8
+    assert delegate_partitions(tfl) == 1
+    ref = reference_predictions(load_model(out / "model.keras", compile=False), x)
+    got = tflite_predict(tfl, x)
+    assert (ref.argmax(1) == got.argmax(1)).mean() >= 0.99
+
+
 def test_int16x8_export_has_int16_activations_and_agrees(tiny_run, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 

@@ -129,7 +129,9 @@ class QuantConvBN(keras.layers.Layer):
         return cfg
 
 
-ACTIVATIONS = ("swish", "hard_swish", "relu", "relu6", "softmax", "linear")
+# hard_swish has no entry of its own: the QAT rebuild spells it as two of these, each with
+# its quantizer, and a Multiply (see hmff_edge.quant.transform).
+ACTIVATIONS = ("swish", "sixth", "relu6_plus_3", "relu", "relu6", "softmax", "linear")
 
 
 @keras.saving.register_keras_serializable(package="hmff_edge")
@@ -137,10 +139,12 @@ class QuantActivation(keras.layers.Layer):
     """An activation spelled as its int8 graph computes it.
 
     ``swish``: ``x * q(sigmoid(x))``, the sigmoid on LOGISTIC's fixed 1/256 grid (the
-    product is requantized by the :class:`FakeQuant` that follows). ``hard_swish``:
-    ``x * clip(x / 6 + 1/2, 0, 1)``, the spelling the int8 export runs inside XNNPACK.
-    ``softmax``: on SOFTMAX's fixed 1/256 output grid. ``relu`` / ``relu6`` / ``linear``
-    as in float (the quantizer after them sets their range).
+    product is requantized by the :class:`FakeQuant` that follows). ``sixth`` (``x / 6``)
+    and ``relu6_plus_3`` (``relu6(x + 3)``): the two factors of hard_swish
+    ``(x / 6) * relu6(x + 3)``, a MUL and an ADD with RELU6 fused that XNNPACK runs in int8
+    (its int8 HARD_SWISH and MINIMUM it does not take). ``softmax``: on SOFTMAX's fixed
+    1/256 output grid. ``relu`` / ``relu6`` / ``linear`` as in float (the quantizer after
+    them sets their range).
     """
 
     def __init__(self, activation: str, **kwargs):
@@ -154,8 +158,10 @@ class QuantActivation(keras.layers.Layer):
         a = self.activation
         if a == "swish":
             return x * quantize_fixed(tf.sigmoid(x), *UNIT_RANGE)
-        if a == "hard_swish":
-            return x * tf.minimum(tf.maximum(x * (1.0 / 6.0) + 0.5, 0.0), 1.0)
+        if a == "sixth":
+            return x * (1.0 / 6.0)
+        if a == "relu6_plus_3":
+            return tf.nn.relu6(x + 3.0)
         if a == "softmax":
             return quantize_fixed(tf.nn.softmax(x, axis=-1), *UNIT_RANGE)
         if a == "relu":

@@ -255,6 +255,11 @@ def _rebuild(layer, ins, out_t, g: _Graph, weights):
             return QuantActivation("softmax", name=f"{layer.name}_softmax")(y), None
         return y, None if _fused_relu_follows(g, out_t) else layer.name
     kind = activation_kind(layer)
+    if kind == "hard_swish":  # (x / 6) * relu6(x + 3): each factor is a requantized tensor
+        parts = [FakeQuant(momentum=g.momentum, name=f"{layer.name}_{k}_quant")(
+                     QuantActivation(k, name=f"{layer.name}_{k}")(x))
+                 for k in ("sixth", "relu6_plus_3")]
+        return L.Multiply(name=layer.name)(parts), layer.name
     if kind is not None:
         y = QuantActivation(kind, name=layer.name)(x)
         return y, None if kind == "softmax" else layer.name
