@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from hmff_edge.tables import markdown_table
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -56,22 +58,31 @@ def markdown(rec: dict, top: int) -> str:
              "Each op is cut out into a single-op model and timed alone (fastest of 15), so "
              "the per-op sum exceeds the whole model (per-invoke overhead) and ops the delegate "
              "fuses in the whole graph are counted apart: read shares, not sums.", "",
-             "| graph | whole model ms | sum of ops ms | CONV_2D | DEPTHWISE | LOGISTIC | MUL | "
-             "ADD | TRANSPOSE | other | elementwise share |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             markdown_table([_type_row(name, p) for name, p in rec["profiles"].items()],
+                            TYPE_COLUMNS)]
     for name, p in rec["profiles"].items():
-        t = {r["op"]: r["ms"] for r in p["by_type"]}
-        named = ("CONV_2D", "DEPTHWISE_CONV_2D", "LOGISTIC", "MUL", "ADD", "TRANSPOSE")
-        other = sum(v for k, v in t.items() if k not in named)
-        lines.append(f"| {name} | {p['whole_model_ms']:.2f} | {p['sum_of_ops_ms']:.2f} | "
-                     + " | ".join(f"{t.get(k, 0):.3f}" for k in named)
-                     + f" | {other:.3f} | {100 * (p['elementwise_share'] or 0):.1f}% |")
-    for name, p in rec["profiles"].items():
-        lines += ["", f"## {name}: slowest {top} ops", "", "| # | op | ms | input shapes | output |",
-                  "|---|---|---|---|---|"]
-        for o in sorted(p["ops"], key=lambda o: -(o["ms"] or 0))[:top]:
-            lines.append(f"| {o['index']} | {o['op']} | {(o['ms'] or 0):.3f} | "
-                         f"{o.get('input_shapes', '')} | {o['output_shape']} |")
+        slowest = sorted(p["ops"], key=lambda o: -(o["ms"] or 0))[:top]
+        lines += ["", f"## {name}: slowest {top} ops", "",
+                  markdown_table([{**o, "ms": f"{(o['ms'] or 0):.3f}",
+                                   "input_shapes": o.get("input_shapes", "")} for o in slowest],
+                                 OP_COLUMNS)]
     return "\n".join(lines) + "\n"
+
+
+NAMED = ("CONV_2D", "DEPTHWISE_CONV_2D", "LOGISTIC", "MUL", "ADD", "TRANSPOSE")
+TYPE_COLUMNS = [("graph", "graph"), ("whole", "whole model ms"), ("sum", "sum of ops ms"),
+                *((k, "DEPTHWISE" if k == "DEPTHWISE_CONV_2D" else k) for k in NAMED),
+                ("other", "other"), ("share", "elementwise share")]
+OP_COLUMNS = [("index", "#"), ("op", "op"), ("ms", "ms"), ("input_shapes", "input shapes"),
+              ("output_shape", "output")]
+
+
+def _type_row(name: str, p: dict) -> dict:
+    t = {r["op"]: r["ms"] for r in p["by_type"]}
+    other = sum(v for k, v in t.items() if k not in NAMED)
+    return {"graph": name, "whole": f"{p['whole_model_ms']:.2f}", "sum": f"{p['sum_of_ops_ms']:.2f}",
+            **{k: f"{t.get(k, 0):.3f}" for k in NAMED}, "other": f"{other:.3f}",
+            "share": f"{100 * (p['elementwise_share'] or 0):.1f}%"}
 
 
 if __name__ == "__main__":

@@ -16,7 +16,19 @@ import sys
 import time
 from pathlib import Path
 
+from hmff_edge.tables import markdown_table
+
 REPO = Path(__file__).resolve().parents[1]
+COLUMNS = [("graph", "graph"), ("median_ms", "median ms"), ("min_ms", "fastest ms"),
+           ("macs", "MACs"), ("lower_bound_ms", "lower bound ms"),
+           ("median_share", "achieved (median)"), ("min_share", "achieved (fastest)")]
+
+
+def table_rows(rows: dict[str, dict]) -> list[dict]:
+    return [{"graph": n, "median_ms": f"{r['median_ms']:.3f}", "min_ms": f"{r['min_ms']:.3f}",
+             "macs": f"{r['macs'] / 1e6:.1f}M", "lower_bound_ms": f"{r['lower_bound_ms']:.3f}",
+             "median_share": f"{100 * r['achieved_share_median']:.1f}%",
+             "min_share": f"{100 * r['achieved_share_min']:.1f}%"} for n, r in rows.items()]
 
 
 def main() -> int:
@@ -66,12 +78,7 @@ def main() -> int:
     lines = ["# LiteRT int8 / fp32, one process, round-robin (1 thread, batch 1, 224 px)", "",
              f"CPU: {rec['cpu_model']}, SIMD: {', '.join(rec['simd'])}. {rec['date']}. "
              f"{a.rounds} rounds x {a.runs} invokes per file. Command: `{rec['command']}`", "",
-             "| graph | median ms | fastest ms | MACs | lower bound ms | achieved (median) | "
-             "achieved (fastest) |", "|---|---|---|---|---|---|---|"]
-    for n, r in rows.items():
-        lines.append(f"| {n} | {r['median_ms']:.3f} | {r['min_ms']:.3f} | {r['macs'] / 1e6:.1f}M | "
-                     f"{r['lower_bound_ms']:.3f} | {100 * r['achieved_share_median']:.1f}% | "
-                     f"{100 * r['achieved_share_min']:.1f}% |")
+             markdown_table(table_rows(rows), COLUMNS)]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(out.with_suffix(".md").read_text())
     return 0

@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from hmff_edge.tables import markdown_table
+
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -50,6 +52,15 @@ def spellings(tf):
 
 def delegate_partitions(it) -> int:
     return sum(o["op_name"] == "DELEGATE" for o in it._get_ops_details())
+
+
+COLUMNS = [("spelling", "spelling"), ("ops", "ops in the file"),
+           ("delegate_partitions", "partitions"), ("ms", "ms"), ("over", "over convs ms")]
+
+
+def table_rows(rows: list[dict]) -> list[dict]:
+    return [{**r, "ops": ", ".join(f"{k} x{v}" for k, v in sorted(r["ops"].items())),
+             "ms": f"{r['ms']:.4f}", "over": f"{r['over_convs_ms']:+.4f}"} for r in rows]
 
 
 def main() -> int:
@@ -118,12 +129,7 @@ def main() -> int:
              "invokes; 'over convs' = the file's time minus that of the two bare convolutions; "
              "partitions = "
              "XNNPACK delegate partitions (1 = every op in the delegate).", "",
-             "| spelling | ops in the file | partitions | ms | over convs ms |",
-             "|---|---|---|---|---|"]
-    for r in rec["rows"]:
-        ops = ", ".join(f"{k} x{v}" for k, v in sorted(r["ops"].items()))
-        lines.append(f"| {r['spelling']} | {ops} | {r['delegate_partitions']} | {r['ms']:.4f} | "
-                     f"{r['over_convs_ms']:+.4f} |")
+             markdown_table(table_rows(rec["rows"]), COLUMNS)]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(out.with_suffix(".md").read_text())
     return 0
