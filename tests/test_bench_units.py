@@ -282,3 +282,15 @@ def test_record_from_dict_refuses_another_schema():
     with pytest.raises(ValueError):
         runner.ModelRecord.from_dict([_runner_record()])
 
+
+def test_enrich_adds_model_and_gflops_keys_even_when_unknown():
+    from hmff_edge.bench.api import enrich
+    from hmff_edge.bench.models import ModelRef
+
+    rec = runner.ModelRecord.from_dict(_runner_record())
+    out = enrich(rec, ModelRef(path="m.tflite", name="m", format="tflite")).to_dict()
+    assert out["throughput"]["batch1_gflops"] is None and out["throughput"]["best_gflops"] is None
+    assert out["model"]["name"] == "m"
+    rec = enrich(runner.ModelRecord.from_dict(_runner_record()),
+                 ModelRef(path="m.tflite", name="m", format="tflite", macs=10**9))
+    assert rec.throughput.best_gflops == pytest.approx(200.0)  # 2 x 1 GMAC x 100 img/s

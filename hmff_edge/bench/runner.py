@@ -740,7 +740,7 @@ def sweep(trial_fn, batch_sizes: list[int], on_trial=None) -> dict:
             "largest_fit": max((t["batch_size"] for t in ok), default=None)}
 
 
-def sweep_model(spec: SweepSpec, on_trial=None, python: str | None = None) -> dict:
+def sweep_model(spec: SweepSpec, on_trial=None, python: str | None = None) -> ModelRecord:
     """The full measurement of one model file: a child per batch size, then the summary."""
     runtime = spec.runtime or default_runtime(spec.model)
     if runtime not in RUNTIMES:
@@ -783,7 +783,7 @@ def sweep_model(spec: SweepSpec, on_trial=None, python: str | None = None) -> di
                               largest_fit=result["largest_fit"]),
         sweep=SweepLog(trials=result["trials"], stopped=result["stopped"]),
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    ).to_dict()
+    )
 
 
 def _file_size(path: str) -> int | None:
@@ -837,8 +837,8 @@ def main(argv: list[str] | None = None) -> int:
                      memory_limit=args.memory_limit, trial_timeout=args.trial_timeout)
     res = sweep_model(spec, on_trial=lambda t: print(f"batch {t['batch_size']}: {t['outcome']}",
                                                      file=sys.stderr, flush=True))
-    res["command"] = shlex.join([os.path.basename(sys.executable)] + sys.argv)
-    print(json.dumps(res, indent=1))
+    res.command = shlex.join([os.path.basename(sys.executable)] + sys.argv)
+    print(json.dumps(res.to_dict(), indent=1))
     return 0
 
 
