@@ -94,9 +94,10 @@ def measure(entries, runs: int, rounds: int) -> dict:
     got: dict = {}
     for r in range(rounds):
         for key, path, runtime in entries:
+            # As a dict: the rounds are merged into it and it is written as results.json.
             res = runner.sweep_model(runner.SweepSpec(model=path, runtime=runtime, threads=1,
                                                       batch_sizes=[1], max_batch=1, runs=runs,
-                                                      warmup=5))
+                                                      warmup=5)).to_dict()
             print(f"round {r + 1}/{rounds} {key[0]:<24} {key[1]}-{key[2]}: "
                   f"{(res['latency'] or {}).get('p50', float('nan')):.2f} ms",
                   file=sys.stderr, flush=True)

@@ -43,13 +43,13 @@ def test_sweep_real_model_oom_under_memory_limit(tmp_path):
     res = runner.sweep_model(runner.SweepSpec(
         model=str(model), runtime="onnxruntime", threads=1, batch_sizes="auto", max_batch=64,
         runs=2, warmup=1, memory_limit=600 * 2**20))
-    trials = res["sweep"]["trials"]
+    trials = res.sweep.trials
     outcomes = {t["batch_size"]: t["outcome"] for t in trials}
     assert outcomes[1] == OK and outcomes[2] == OK
     assert trials[-1]["outcome"] == OOM and trials[-1]["batch_size"] <= 16
     assert all(t["outcome"] == OK for t in trials[:-1])
-    assert res["sweep"]["stopped"]["outcome"] == OOM
-    assert res["throughput"]["largest_fit"] == trials[-2]["batch_size"]
+    assert res.sweep.stopped["outcome"] == OOM
+    assert res.throughput.largest_fit == trials[-2]["batch_size"]
     assert 64 not in outcomes  # the sweep stopped, the parent (this test) is alive
     # Peak RSS grows with the batch that fitted.
     assert trials[1]["peak_rss_bytes"] > trials[0]["peak_rss_bytes"] > 0
@@ -59,12 +59,13 @@ def test_trial_json_and_samples(tmp_path):
     model = tiny_classifier(tmp_path / "tiny.onnx")
     res = runner.sweep_model(runner.SweepSpec(model=str(model), batch_sizes="1,4", max_batch=8,
                                               runs=7, warmup=2))
-    assert res["runtime"] == "onnxruntime"
-    assert res["latency"]["count"] == 7 and len(res["samples_ms"]) == 7
-    assert [t["batch_size"] for t in res["sweep"]["trials"]] == [1, 4]
-    assert res["sweep"]["trials"][1]["input"]["shape"] == [4, 8, 8, 3]
-    assert "onnxruntime" in res["versions"]
-    json.dumps(res)  # JSON-ready
+    assert res.runtime == "onnxruntime"
+    assert res.latency["count"] == 7 and len(res.samples_ms) == 7
+    assert [t["batch_size"] for t in res.sweep.trials] == [1, 4]
+    assert res.sweep.trials[1]["input"]["shape"] == [4, 8, 8, 3]
+    assert "onnxruntime" in res.versions
+    d = json.loads(json.dumps(res.to_dict()))  # JSON-ready
+    assert runner.ModelRecord.from_dict(d) == res  # and read back field for field
 
 
 def test_runner_script_runs_standalone(tmp_path):
@@ -94,3 +95,30 @@ def test_cli_reports_oom_and_exits_zero(tmp_path, limit):
                                  "--warmup", "0", "--max-batch", "32", "--no-progress"])
     assert r.exit_code == 0, r.output
     assert "out-of-memory" in r.output and "sweep stopped" in r.output
+
+
+def test_remote_sweep_reads_the_device_json_into_a_record(tmp_path):
+    """The ssh hop with a target that runs its commands here: the runner's stdout becomes a
+    :class:`runner.ModelRecord` with the local model path and the command that ran."""
+    import shutil
+    import subprocess
+
+    from hmff_edge.bench import ssh
+
+    class LocalTarget(ssh.RemoteTarget):
+        def ssh(self, command, timeout):
+            return subprocess.run(command, shell=True, capture_output=True, text=True,
+                                  timeout=timeout)
+
+        def scp(self, files, remote_dir, timeout):
+            for f in files:
+                shutil.copy(f, remote_dir)
+
+    model = tiny_classifier(tmp_path / "tiny.onnx")
+    rec = ssh.remote_sweep(LocalTarget(host="here", python=sys.executable), str(model),
+                           runtime="onnxruntime", threads=1, batch_sizes="1,2", max_batch=2,
+                           runs=3, seconds=0.0, warmup=1, memory_limit=None)
+    assert isinstance(rec, runner.ModelRecord)
+    assert rec.model_file["path"] == str(model) and "runner.py sweep" in rec.remote_command
+    assert rec.command and [t["outcome"] for t in rec.sweep.trials] == [OK, OK]
+    assert rec.to_dict()["remote_command"] == rec.remote_command and not rec.extra

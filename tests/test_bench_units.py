@@ -3,7 +3,9 @@ exit classification. No model runtime, no TensorFlow."""
 
 from __future__ import annotations
 
+import json
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -213,3 +215,82 @@ def test_fill_random_input_sets_every_input_in_its_dtype_and_shape():
     assert (it.tensors[3].dtype, it.tensors[3].shape, it.tensors[7].dtype) == (np.int8, (1, 4),
                                                                               np.float32)
     assert not np.array_equal(it.tensors[3], it.tensors[5])  # two inputs of one op differ
+
+
+# --------------------------------------------------------------------------- the record
+RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
+
+
+def _saved_records() -> list[dict]:
+    files = sorted(RESULTS.glob("*/results.json"))
+    assert files, f"no saved results.json under {RESULTS}"
+    return [r for f in files for r in json.loads(f.read_text())["results"]]
+
+
+def test_record_round_trip_keeps_every_field_of_saved_results():
+    records = _saved_records()
+    for d in records:
+        rec = runner.ModelRecord.from_dict(d)
+        assert rec.to_dict() == d, d.get("model_file")
+        assert rec.throughput.best_images_per_s == d["throughput"]["best_images_per_s"]
+        assert rec.sweep.trials == d["sweep"]["trials"]
+        assert rec.device == d["device"] and rec.model == d["model"]
+    # publish.py's per-round p50s are not a field: they ride in ``extra`` and come back
+    assert any("rounds" in runner.ModelRecord.from_dict(d).extra for d in records)
+
+
+def _runner_record() -> dict:
+    """What ``runner.py sweep`` prints (keys and nesting), with made-up numbers."""
+    trial = {"batch_size": 1, "outcome": OK, "images_per_s": 100.0, "peak_rss_bytes": 1,
+             "exit": {"returncode": 0}, "wall_s": 0.5}
+    return {"schema": runner.SCHEMA, "runtime": "litert", "threads": 1, "device": "cpu",
+            "memory_limit_bytes": None,
+            "model_file": {"path": "m.tflite", "name": "m.tflite", "size_bytes": 10},
+            "settings": {"runs": 5, "seconds": 0.0, "warmup": 5, "batch_sizes": [1],
+                         "max_batch": 1},
+            "hardware": {"cpu_model": "x"}, "versions": {"python": "3"}, "load_s": 0.1,
+            "first_inference_s": 0.01, "warmup_ms": 9.0, "latency": {"count": 5, "p50": 10.0},
+            "samples_ms": [10.0] * 5,
+            "throughput": {"batch1_images_per_s": 100.0, "best_batch": 1,
+                           "best_images_per_s": 100.0, "largest_fit": 1},
+            "sweep": {"trials": [trial], "stopped": {"batch_size": None, "outcome": OK,
+                                                     "reason": "all batch sizes ran"}},
+            "created": "2026-01-01T00:00:00+0000", "command": "python3 runner.py sweep"}
+
+
+def test_record_keeps_the_runner_key_set_in_order():
+    d = _runner_record()
+    out = runner.ModelRecord.from_dict(d).to_dict()
+    assert out == d and list(out) == list(d)
+    assert list(out["throughput"]) == list(d["throughput"])  # no GFLOP/s before enrich()
+
+
+def test_old_record_with_an_unknown_key_loads_and_writes_it_back():
+    d = _runner_record()
+    d["gpu_clock_mhz"] = 1410  # a key this version does not name
+    del d["warmup_ms"]  # and one it does, absent from an older record
+    rec = runner.ModelRecord.from_dict(d)
+    assert rec.extra == {"gpu_clock_mhz": 1410} and rec.warmup_ms is None
+    out = rec.to_dict()
+    assert out["gpu_clock_mhz"] == 1410 and out["warmup_ms"] is None
+    assert runner.ModelRecord.from_dict(out) == rec
+
+
+def test_record_from_dict_refuses_another_schema():
+    with pytest.raises(ValueError, match="hmff-edge-bench/1"):
+        runner.ModelRecord.from_dict({**_runner_record(), "schema": "other/2"})
+    with pytest.raises(ValueError):
+        runner.ModelRecord.from_dict([_runner_record()])
+
+
+def test_enrich_adds_model_and_gflops_keys_even_when_unknown():
+    from hmff_edge.bench.api import enrich
+    from hmff_edge.bench.models import ModelRef
+
+    rec = runner.ModelRecord.from_dict(_runner_record())
+    out = enrich(rec, ModelRef(path="m.tflite", name="m", format="tflite")).to_dict()
+    assert out["throughput"]["batch1_gflops"] is None and out["throughput"]["best_gflops"] is None
+    assert out["model"]["name"] == "m"
+    rec = enrich(runner.ModelRecord.from_dict(_runner_record()),
+                 ModelRef(path="m.tflite", name="m", format="tflite", macs=10**9))
+    assert rec.throughput.best_gflops == pytest.approx(200.0)  # 2 x 1 GMAC x 100 img/s

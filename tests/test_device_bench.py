@@ -33,8 +33,8 @@ def emulated_run(tmp_path_factory):
         res = bench_runner.sweep_model(bench_runner.SweepSpec(
             model, kw["runtime"], kw["threads"], kw["batch_sizes"], kw["max_batch"], kw["runs"],
             kw["seconds"], kw["warmup"]))
-        res["hardware"]["cpu_model"] = MARKER["runner_cpu"]
-        res["hardware"]["emulation"] = MARKER
+        res.hardware["cpu_model"] = MARKER["runner_cpu"]
+        res.hardware["emulation"] = MARKER
         return res
 
     mp = pytest.MonkeyPatch()

@@ -2,6 +2,9 @@
 
 The parent (this process) never imports a model runtime for timing: every trial runs in a
 child (:mod:`hmff_edge.bench.runner`), locally or, with ``host``, on the device over ssh.
+Inside, a measurement is a :class:`~hmff_edge.bench.runner.ModelRecord`; :func:`bench`
+returns each as its JSON dict, the form that the reports, ``--json`` and saved
+``results.json`` files (:func:`hmff_edge.bench.report.load_results`) share.
 """
 
 from __future__ import annotations
@@ -150,19 +153,23 @@ def pick_runtime(spec: str, opts: BenchOptions, prof: DeviceProfile) -> str:
     return runtime
 
 
-def enrich(result: dict, ref: ModelRef) -> dict:
+def enrich(record: runner.ModelRecord, ref: ModelRef) -> runner.ModelRecord:
     """Add the model description and achieved GFLOP/s (2 x MACs x images/s)."""
-    result["model"] = ref.to_dict()
-    tp = result.get("throughput") or {}
-    for key, src in (("batch1_gflops", "batch1_images_per_s"), ("best_gflops",
-                                                                 "best_images_per_s")):
-        tp[key] = (2 * ref.macs * tp[src] / 1e9) if ref.macs and tp.get(src) else None
-    return result
+    record.model = ref.to_dict()
+    tp = record.throughput
+
+    def gflops(ips: float | None) -> float | None:
+        return 2 * ref.macs * ips / 1e9 if ref.macs and ips else None
+
+    tp.batch1_gflops = gflops(tp.batch1_images_per_s)
+    tp.best_gflops = gflops(tp.best_images_per_s)
+    return record
 
 
 def bench(models: list[str], opts: BenchOptions | None = None, *, progress: bool = True,
           command: str | None = None) -> list[dict]:
-    """Benchmark each MODEL (file or variant name); one result dict per model."""
+    """Benchmark each MODEL (file or variant name); one result dict per model
+    (:meth:`runner.ModelRecord.to_dict`; ``ModelRecord.from_dict`` reads it back typed)."""
     opts = opts or BenchOptions()
     if not models:
         raise ConfigError("give at least one MODEL (an exported file or a variant name)")
@@ -186,16 +193,16 @@ def bench(models: list[str], opts: BenchOptions | None = None, *, progress: bool
             device="gpu" if opts.device == "gpu" else "cpu", memory_limit=s.memory_limit,
             trial_timeout=opts.trial_timeout)
         res = _measure(sweep_spec, opts, prof, f"{ref.name} [{runtime}]", progress)
-        res["device"] = device_record(opts, prof, res["hardware"] if opts.host else hardware,
-                                      s.threads, s.memory_limit)
-        res["command"] = command
-        res["quantization"] = ref.quantization
-        out.append(enrich(res, ref))
+        res.device = device_record(opts, prof, res.hardware if opts.host else hardware,
+                                   s.threads, s.memory_limit)
+        res.command = command
+        res.quantization = ref.quantization
+        out.append(enrich(res, ref).to_dict())
     return out
 
 
 def _measure(spec: runner.SweepSpec, opts: BenchOptions, prof: DeviceProfile, desc: str,
-             progress: bool) -> dict:
+             progress: bool) -> runner.ModelRecord:
     """The sweep of one file, here or on ``opts.host``, with a progress bar per batch size."""
     from tqdm import tqdm
 
@@ -213,5 +220,5 @@ def _measure(spec: runner.SweepSpec, opts: BenchOptions, prof: DeviceProfile, de
                            max_batch=spec.max_batch, runs=spec.runs, seconds=spec.seconds,
                            warmup=spec.warmup, memory_limit=spec.memory_limit,
                            trial_timeout=spec.trial_timeout)
-        bar.update(len(res["sweep"]["trials"]))
+        bar.update(len(res.sweep.trials))
         return res

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 SCHEMA = "hmff-edge-bench/1"
 OK, OOM, ERROR = "ok", "out-of-memory", "error"
@@ -112,6 +112,122 @@ class TrialResult:
         if d["samples_ms"] is None:
             del d["samples_ms"]
         return d
+
+
+def _pick(cls, d: dict) -> dict:
+    """The entries of ``d`` that name fields of dataclass ``cls`` (absent ones stay out)."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
+
+
+@dataclass
+class Throughput:
+    """``throughput`` of a :class:`ModelRecord`. The GFLOP/s pair needs the model's MACs,
+    which this file does not know: :func:`hmff_edge.bench.api.enrich` fills it in."""
+
+    batch1_images_per_s: float | None = None
+    best_batch: int | None = None
+    best_images_per_s: float | None = None
+    largest_fit: int | None = None
+    batch1_gflops: float | None = None
+    best_gflops: float | None = None
+
+    def to_dict(self, gflops: bool = True) -> dict:
+        """The JSON object; without ``gflops`` the two GFLOP/s keys are left out."""
+        d = asdict(self)
+        if not gflops:
+            del d["batch1_gflops"], d["best_gflops"]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> Throughput:
+        """Read :meth:`to_dict` output; keys this class does not name are dropped."""
+        return cls(**_pick(cls, d or {}))
+
+
+@dataclass
+class SweepLog:
+    """``sweep`` of a :class:`ModelRecord`: every trial as the parent recorded it (a
+    :class:`TrialResult` dict plus ``exit``, ``peak_rss_bytes``, ``wall_s``,
+    ``stderr_tail``) and why the sweep stopped."""
+
+    trials: list[dict] = field(default_factory=list)
+    stopped: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> SweepLog:
+        d = d or {}
+        return cls(trials=list(d.get("trials") or []), stopped=dict(d.get("stopped") or {}))
+
+
+# Keys that only some producers write: left out of the JSON while None, so a record keeps
+# the key set its producer gave it (the runner alone writes none of them but ``command``).
+_OPTIONAL_KEYS = ("command", "remote_command", "quantization", "model")
+
+
+@dataclass
+class ModelRecord:
+    """The measurement of one model file (schema :data:`SCHEMA`): what :func:`sweep_model`
+    returns, ``runner.py sweep`` prints and ``bench()`` completes with the device, command,
+    quantization and model description.
+
+    :meth:`to_dict` gives the JSON object and :meth:`from_dict` reads one back. Reading is
+    lenient so that saved results stay loadable: a missing key reads as None (or empty),
+    and a top-level key this class does not name is kept in :attr:`extra` and written back
+    by :meth:`to_dict` after the named ones (``roofline`` from ``bench --roofline``, for
+    one). Unknown keys inside ``throughput`` are dropped.
+    """
+
+    schema: str = SCHEMA
+    runtime: str | None = None
+    threads: int | None = None
+    device: str | dict | None = None  # "cpu"/"gpu" from the runner; bench() puts its record
+    memory_limit_bytes: int | None = None
+    model_file: dict = field(default_factory=dict)  # path, name, size_bytes
+    settings: dict = field(default_factory=dict)  # runs, seconds, warmup, batch_sizes, ...
+    hardware: dict = field(default_factory=dict)  # hardware_info()
+    versions: dict = field(default_factory=dict)
+    load_s: float | None = None
+    first_inference_s: float | None = None
+    warmup_ms: float | None = None
+    latency: dict | None = None  # latency_stats() of batch 1
+    samples_ms: list[float] | None = None
+    throughput: Throughput = field(default_factory=Throughput)
+    sweep: SweepLog = field(default_factory=SweepLog)
+    created: str | None = None
+    command: str | None = None
+    remote_command: str | None = None
+    quantization: str | None = None
+    model: dict | None = None  # ModelRef.to_dict()
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """The JSON object (a deep copy: changing it leaves the record alone)."""
+        d = asdict(self)
+        extra = d.pop("extra")
+        tp = self.throughput
+        # The GFLOP/s keys appear once bench() has looked at the model, even when unknown.
+        d["throughput"] = tp.to_dict(gflops=self.model is not None or tp.batch1_gflops
+                                     is not None or tp.best_gflops is not None)
+        for key in _OPTIONAL_KEYS:
+            if d[key] is None:
+                del d[key]
+        d.update((k, v) for k, v in extra.items() if k not in d)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelRecord:
+        """A record from its JSON object; ValueError when it is not a :data:`SCHEMA` one."""
+        if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+            got = d.get("schema") if isinstance(d, dict) else type(d).__name__
+            raise ValueError(f"not a bench record of schema {SCHEMA!r} (got {got!r})")
+        names = {f.name for f in fields(cls)} - {"extra"}
+        kw = {k: v for k, v in d.items() if k in names}
+        kw["throughput"] = Throughput.from_dict(d.get("throughput"))
+        kw["sweep"] = SweepLog.from_dict(d.get("sweep"))
+        for key in ("model_file", "settings", "hardware", "versions"):
+            kw[key] = kw.get(key) or {}
+        return cls(**kw, extra={k: v for k, v in d.items() if k not in names})
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
           "gb": 10**9, "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30,
@@ -624,7 +740,7 @@ def sweep(trial_fn, batch_sizes: list[int], on_trial=None) -> dict:
             "largest_fit": max((t["batch_size"] for t in ok), default=None)}
 
 
-def sweep_model(spec: SweepSpec, on_trial=None, python: str | None = None) -> dict:
+def sweep_model(spec: SweepSpec, on_trial=None, python: str | None = None) -> ModelRecord:
     """The full measurement of one model file: a child per batch size, then the summary."""
     runtime = spec.runtime or default_runtime(spec.model)
     if runtime not in RUNTIMES:
@@ -647,27 +763,27 @@ def sweep_model(spec: SweepSpec, on_trial=None, python: str | None = None) -> di
     model = spec.model
     first = result["trials"][0]
     ok1 = first["outcome"] == OK and first["batch_size"] == 1
-    return {
-        "schema": SCHEMA, "runtime": runtime, "threads": spec.threads, "device": spec.device,
-        "memory_limit_bytes": spec.memory_limit,
-        "model_file": {"path": model, "name": os.path.basename(model),
-                       "size_bytes": _file_size(model)},
-        "settings": {"runs": spec.runs, "seconds": spec.seconds, "warmup": spec.warmup,
-                     "batch_sizes": sizes, "max_batch": spec.max_batch},
-        "hardware": hardware_info(), "versions": dict(first.get("versions") or {},
-                                                      python=platform.python_version()),
-        "load_s": first.get("load_s") if ok1 else None,
-        "first_inference_s": first.get("first_inference_s") if ok1 else None,
-        "warmup_ms": first.get("warmup_ms") if ok1 else None,
-        "latency": first.get("latency_ms") if ok1 else None,
-        "samples_ms": first.pop("samples_ms", None),
-        "throughput": {"batch1_images_per_s": first.get("images_per_s") if ok1 else None,
-                       "best_batch": result["best_batch"],
-                       "best_images_per_s": result["best_images_per_s"],
-                       "largest_fit": result["largest_fit"]},
-        "sweep": {"trials": result["trials"], "stopped": result["stopped"]},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    return ModelRecord(
+        runtime=runtime, threads=spec.threads, device=spec.device,
+        memory_limit_bytes=spec.memory_limit,
+        model_file={"path": model, "name": os.path.basename(model),
+                    "size_bytes": _file_size(model)},
+        settings={"runs": spec.runs, "seconds": spec.seconds, "warmup": spec.warmup,
+                  "batch_sizes": sizes, "max_batch": spec.max_batch},
+        hardware=hardware_info(), versions=dict(first.get("versions") or {},
+                                                python=platform.python_version()),
+        load_s=first.get("load_s") if ok1 else None,
+        first_inference_s=first.get("first_inference_s") if ok1 else None,
+        warmup_ms=first.get("warmup_ms") if ok1 else None,
+        latency=first.get("latency_ms") if ok1 else None,
+        samples_ms=first.pop("samples_ms", None),
+        throughput=Throughput(batch1_images_per_s=first.get("images_per_s") if ok1 else None,
+                              best_batch=result["best_batch"],
+                              best_images_per_s=result["best_images_per_s"],
+                              largest_fit=result["largest_fit"]),
+        sweep=SweepLog(trials=result["trials"], stopped=result["stopped"]),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
 
 
 def _file_size(path: str) -> int | None:
@@ -721,8 +837,8 @@ def main(argv: list[str] | None = None) -> int:
                      memory_limit=args.memory_limit, trial_timeout=args.trial_timeout)
     res = sweep_model(spec, on_trial=lambda t: print(f"batch {t['batch_size']}: {t['outcome']}",
                                                      file=sys.stderr, flush=True))
-    res["command"] = shlex.join([os.path.basename(sys.executable)] + sys.argv)
-    print(json.dumps(res, indent=1))
+    res.command = shlex.join([os.path.basename(sys.executable)] + sys.argv)
+    print(json.dumps(res.to_dict(), indent=1))
     return 0
 
 

@@ -120,8 +120,9 @@ def parse_workdir(stdout: str) -> tuple[str, dict | None]:
 def remote_sweep(target: RemoteTarget, model: str, *, runtime: str, threads: int,
                  batch_sizes: str, max_batch: int, runs: int, seconds: float, warmup: int,
                  memory_limit: int | None, trial_timeout: float = 900.0,
-                 timeout: float = 3600.0) -> dict:
-    """Copy ``model`` and the runner to ``target``, run the sweep there, return its JSON."""
+                 timeout: float = 3600.0) -> runner.ModelRecord:
+    """Copy ``model`` and the runner to ``target``, run the sweep there, return its record
+    (the runner prints it as JSON; the local model path replaces the device's)."""
     model_path = Path(model)
     if not model_path.exists():
         raise ConfigError(f"model file {model!r} does not exist")
@@ -148,14 +149,15 @@ def remote_sweep(target: RemoteTarget, model: str, *, runtime: str, threads: int
             raise RemoteError(f"the runner failed on {target.destination} (exit "
                               f"{proc.returncode}): {proc.stderr.strip()[-1500:]}")
         try:
-            result = json.loads(proc.stdout)
+            result = runner.ModelRecord.from_dict(json.loads(proc.stdout))
         except ValueError as exc:
-            raise RemoteError(f"the runner on {target.destination} printed no JSON: "
-                              f"{proc.stdout[-500:]!r} / {proc.stderr[-500:]!r}") from exc
-        result["remote_command"] = remote_cmd
+            raise RemoteError(f"the runner on {target.destination} printed no bench record: "
+                              f"{exc}: {proc.stdout[-500:]!r} / {proc.stderr[-500:]!r}"
+                              ) from exc
+        result.remote_command = remote_cmd
         if emulation:
-            result["hardware"]["emulation"] = emulation
-        result["model_file"]["path"] = str(model_path)
+            result.hardware["emulation"] = emulation
+        result.model_file["path"] = str(model_path)
         return result
     finally:
         target.ssh(f"rm -rf {shlex.quote(rdir)}", timeout=60)
