@@ -17,6 +17,7 @@ _EXTRAS = {
     "keras": ("train", "training and conversion"),
     "tf2onnx": ("train", "ONNX export"),
     "onnx": ("train", "ONNX export"),
+    "sympy": ("train", "ONNX int8 quantization (onnxruntime's pre-processing)"),
     "matplotlib": ("train", "plots"),
     "sklearn": ("train", "the embedded digits data set"),
     "onnxruntime": ("runtime", "running .onnx models"),

@@ -140,3 +140,18 @@ def test_folded_int8_passes_the_verification_gate(tmp_path):
     assert a.verification["passed"], a.verification
     assert a.metadata["extra"]["int8_activations"]["hard_swish"]["folded"] == 1
     assert "HARD_SWISH" not in a.ops and "MINIMUM" not in a.ops, a.ops
+
+
+def test_onnx_int8_of_a_hard_swish_model_is_full_integer(tmp_path):
+    """onnxruntime's pre-processing turns HardSwish into ops its quantizer takes; skipped (it
+    needs sympy), the last hard_swish before the pooling stays float and the exporter
+    rightly refuses the file as mixed precision."""
+    from hmff_edge.convert import to_onnx
+
+    calib = make_image_folder(tmp_path / "calib", per_class=4, size=32)
+    report = export("hmff-mobilenet-16ch-hs", ExportOptions(
+        img_size=32, classes=3, formats="onnx", quantizations="int8", calib_data=calib,
+        verify=False, out=tmp_path / "out", progress=False, latency=False))
+    (art,) = report.artifacts
+    assert art.passed and not art.problems, art.problems
+    assert to_onnx.check_graph(tmp_path / "out" / "onnx_int8.onnx", full_integer=True) == []

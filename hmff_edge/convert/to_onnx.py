@@ -100,6 +100,8 @@ def _quantize(spec: ConversionSpec) -> dict:
     from hmff_edge._lazy import require
 
     q = require("onnxruntime.quantization")
+    # quant_pre_process needs it and would fail, and be skipped below, on every graph.
+    require("sympy")
     src = spec.fp32_onnx
     with tempfile.TemporaryDirectory() as tmp:
         if not src:
@@ -108,7 +110,7 @@ def _quantize(spec: ConversionSpec) -> dict:
         pre = str(Path(tmp) / "pre.onnx")
         try:  # shape inference + graph fusions recommended before static quantization
             q.shape_inference.quant_pre_process(src, pre, skip_symbolic_shape=False)
-        except Exception:  # optional step; quantize the plain graph when it fails
+        except Exception:  # a graph the optimizer cannot take: quantize it as it is
             pre = src
         reader_cls = type("_CalibReader", (_Reader, q.CalibrationDataReader), {})
         calib = np.load(spec.calib)
