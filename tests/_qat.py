@@ -127,3 +127,17 @@ def tflite_predict(path: Path, x: np.ndarray) -> np.ndarray:
     if np.dtype(out["dtype"]).kind in "iu":
         y = dequantize(y, *out["quantization"])
     return np.asarray(y, np.float32)
+
+
+def convert_tflite(run: Path, x: np.ndarray, out: Path, quantization: str = "int8") -> Path:
+    """``run``'s model as a ``quantization`` TFLite file at ``out`` (int8 I/O), calibrated
+    on the first 32 rows of ``x``."""
+    from hmff_edge.convert import to_tflite
+    from hmff_edge.convert.spec import ConversionSpec
+
+    calib = out.with_suffix(".calib.npy")
+    np.save(calib, x[:32])
+    to_tflite.convert(ConversionSpec(keras=str(run / "model.keras"), img_size=SIZE,
+                                     quantization=quantization, out=str(out), calib=str(calib),
+                                     io_dtype="int8"))
+    return out

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from _qat import SIZE, make_run, normalized, tflite_predict, tiny_model
+from _qat import SIZE, convert_tflite, make_run, normalized, tflite_predict, tiny_model
 
 from hmff_edge.convert.spec import ConversionSpec
 
@@ -163,11 +163,7 @@ def test_qat_run_exports_int8_with_its_trained_ranges(tiny_run, qat_run, tmp_pat
     assert metrics["accuracy"] >= metrics["float_accuracy"] - 0.05
     qmodel = load_model(out / "model.keras", compile=False)
     x, _ = normalized(tiny_run.parent / "data")
-    np.save(tmp_path / "calib.npy", x[:32])
-    tfl = tmp_path / "q.tflite"
-    to_tflite.convert(ConversionSpec(keras=str(out / "model.keras"), img_size=SIZE,
-                                     quantization="int8", out=str(tfl),
-                                     calib=str(tmp_path / "calib.npy"), io_dtype="int8"))
+    tfl = convert_tflite(out, x, tmp_path / "q.tflite")
     assert not to_tflite.float_tensors(tfl)  # full integer
     from ai_edge_litert.interpreter import Interpreter
 
@@ -256,11 +252,7 @@ def test_hard_swish_qat_model_exports_as_one_xnnpack_partition(tmp_path):
     out = tmp_path / "hs_qat"
     qat_finetune(run, out, QATConfig(epochs=1, lr=5e-4, progress=False))
     x, _ = normalized(run.parent / "data")
-    np.save(tmp_path / "calib.npy", x[:32])
-    tfl = tmp_path / "hs.tflite"
-    to_tflite.convert(ConversionSpec(keras=str(out / "model.keras"), img_size=SIZE,
-                                     quantization="int8", out=str(tfl),
-                                     calib=str(tmp_path / "calib.npy"), io_dtype="int8"))
+    tfl = convert_tflite(out, x, tmp_path / "hs.tflite")
     ops = to_tflite.op_histogram(tfl)
     assert not {"MINIMUM", "MAXIMUM", "HARD_SWISH"} & set(ops) and ops["MUL"] >= 8
     assert delegate_partitions(tfl) == 1
@@ -272,15 +264,10 @@ def test_hard_swish_qat_model_exports_as_one_xnnpack_partition(tmp_path):
 def test_int16x8_export_has_int16_activations_and_agrees(tiny_run, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
-    from hmff_edge.convert import to_tflite
     from hmff_edge.models import load_model
 
     x, _ = normalized(tiny_run.parent / "data")
-    np.save(tmp_path / "calib.npy", x[:32])
-    tfl = tmp_path / "a16.tflite"
-    to_tflite.convert(ConversionSpec(keras=str(tiny_run / "model.keras"), img_size=SIZE,
-                                     quantization="int16x8", out=str(tfl),
-                                     calib=str(tmp_path / "calib.npy"), io_dtype="int8"))
+    tfl = convert_tflite(tiny_run, x, tmp_path / "a16.tflite", "int16x8")
     kinds = {np.dtype(d["dtype"]).name for d in Interpreter(model_path=str(tfl)).get_tensor_details()}
     assert "int16" in kinds
     ref = np.asarray(load_model(tiny_run / "model.keras", compile=False)(x))
