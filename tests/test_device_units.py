@@ -360,6 +360,28 @@ def test_failed_start_undoes_mounts_and_binfmt(cache, monkeypatch):
     assert not cache.state.exists()
 
 
+def test_root_is_built_with_arm64_programs_runnable(cache, monkeypatch):
+    """debootstrap's second stage runs arm64 programs: on a host without binfmt_misc
+    mounted, building the root before ensuring it failed ('Unable to execute target
+    architecture')."""
+    events = []
+    monkeypatch.setattr(checks, "require_root", lambda action: None)
+    monkeypatch.setattr(checks, "require_tools", lambda: None)
+    monkeypatch.setattr(wheels, "host_pins", lambda: {"numpy": "2"})
+    monkeypatch.setattr(binfmt, "ensure", lambda root: events.append("binfmt") or True)
+    monkeypatch.setattr(binfmt, "release", lambda mounted: events.append("release"))
+
+    def build(*a, **k):
+        assert events and events[-1] == "binfmt", events
+        events.append("root")
+        raise EmulatorError("stop here")
+
+    monkeypatch.setattr(rootfs, "ensure_root", build)
+    with pytest.raises(EmulatorError, match="stop here"):
+        emulator.emulate("rpi4", layout=cache, log=lambda m: None)
+    assert events == ["binfmt", "root", "release"]
+
+
 # --------------------------------------------------------------------------- CLI
 def test_cli_unknown_board_and_no_root(monkeypatch, cache):
     r = runner.invoke(app, ["device", "emulate", "rpi3"])

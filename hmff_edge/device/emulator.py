@@ -258,6 +258,17 @@ def _preflight(action: str) -> None:
     checks.require_tools()
 
 
+def _ensure_root(layout: Layout, pins: dict[str, str], target: Target, **kwargs):
+    """:func:`rootfs.ensure_root` with arm64 programs runnable: debootstrap's second stage
+    and the root's pip run inside it, and on a host whose binfmt_misc is not mounted they
+    fail with 'Unable to execute target architecture'."""
+    mounted = binfmt.ensure(layout.root)
+    try:
+        return rootfs.ensure_root(layout, pins, target.qemu_cpu, **kwargs)
+    finally:
+        binfmt.release(mounted)
+
+
 @contextlib.contextmanager
 def _mounted(layout: Layout, target: Target, log) -> Iterator[tuple[list[str], bool]]:
     """Root files, binfmt and mounts; undone when the body raises, kept when it returns
@@ -317,7 +328,7 @@ def emulate(name: str, *, port: int | None = None, rebuild: bool = False,
         raise EmulatorError("the root is in use (mounted); 'hmff-edge device stop' first")
     t0 = time.monotonic()
     pins = wheels.host_pins()
-    manifest = rootfs.ensure_root(layout, pins, target.qemu_cpu, rebuild=rebuild, log=log)
+    manifest = _ensure_root(layout, pins, target, rebuild=rebuild, log=log)
     t_root = time.monotonic() - t0
     port = port or checks.free_port()
     with _mounted(layout, target, log) as (done, mounted_binfmt):
@@ -380,7 +391,7 @@ def session(name: str, layout: Layout | None = None, log=None) -> Iterator[Runne
     _preflight(f"verification on {name}")
     if st.problems:
         stop(layout)
-    rootfs.ensure_root(layout, wheels.host_pins(), target.qemu_cpu, log=log)
+    _ensure_root(layout, wheels.host_pins(), target, log=log)
     with _mounted(layout, target, log) as (_, mounted_binfmt):
         try:
             yield Runner(layout, target)
