@@ -215,6 +215,7 @@ def test_export_of_a_qat_run_converts_its_ranges_and_never_fine_tunes_again(qat_
     from hmff_edge.convert import ExportOptions, export
     from hmff_edge.convert.ladder import qat_unavailable
     from hmff_edge.convert.source import resolve_source
+    from hmff_edge.errors import ConfigError
 
     out, metrics = qat_run
     src = resolve_source(out)
@@ -235,6 +236,10 @@ def test_export_of_a_qat_run_converts_its_ranges_and_never_fine_tunes_again(qat_
     assert meta["extra"]["quantization_path"] == "qat"
     assert meta["extra"]["qat"]["float_accuracy"] == pytest.approx(metrics["float_accuracy"])
     assert not (tmp_path / "export" / "qat_run").exists()
+    with pytest.raises(ConfigError, match=r"QAT run: it exports int8 only .* not tflite-fp32"):
+        export(out, ExportOptions(formats="tflite", quantizations="none,int8",
+                                  out=tmp_path / "fp32", progress=False))
+    assert not (tmp_path / "fp32").exists()
 
 
 def test_hard_swish_qat_model_exports_as_one_xnnpack_partition(tmp_path):

@@ -56,6 +56,7 @@ def export(source: str | os.PathLike, options: ExportOptions | None = None) -> E
     with tempfile.TemporaryDirectory(prefix="hmff-export-") as work:
         src = resolve_source(source, img_size=options.img_size, classes=options.classes,
                              workdir=Path(work))
+        _check_qat_targets(src, targets)
         out = Path(options.out) if options.out else _default_out(src)
         calib = (_calibration(src, options)
                  if any(t.quantization in CALIBRATED for t in targets) else None)
@@ -108,6 +109,16 @@ def export(source: str | os.PathLike, options: ExportOptions | None = None) -> E
                 with contextlib.suppress(OSError):
                     out.rmdir()
     return report
+
+
+def _check_qat_targets(src: ResolvedSource, targets: list[Target]) -> None:
+    """A QAT run's model simulates int8 rounding in float: its float formats would be files
+    that round like int8 and match no runtime's float kernels, so they are refused."""
+    floats = [t.label for t in targets if t.quantization != "int8"]
+    if src.qat and floats:
+        run = src.qat.get("source_run") or "the float run it was fine-tuned from"
+        raise ConfigError(f"{src.origin!r} is a QAT run: it exports int8 only (tflite-int8, "
+                          f"onnx-int8), not {', '.join(floats)}; export {run} for float formats")
 
 
 def _convert_all(src: ResolvedSource, options: ExportOptions, targets: list[Target],
