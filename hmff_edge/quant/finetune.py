@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from hmff_edge.errors import ConfigError, DataError
+from hmff_edge.metadata import current_umask
 
 MAX_EPOCHS = 100
 
@@ -119,7 +120,7 @@ def qat_finetune(run_dir: str | os.PathLike, out: str | os.PathLike,
     data = _prepare(config, spec, cfg)
     stage = Path(tempfile.mkdtemp(prefix=".qat-", dir=out_path.parent if out_path.parent.exists()
                                   else None))
-    _default_mode(stage)  # it becomes the run folder: not mkdtemp's owner-only 0700
+    stage.chmod(0o777 & ~current_umask())  # it becomes the run folder: not mkdtemp's 0700
     try:
         qmodel, history = _train(model, data, config, cfg)
         snap_biases(qmodel)  # the int32 biases the int8 file will hold
@@ -134,12 +135,6 @@ def qat_finetune(run_dir: str | os.PathLike, out: str | os.PathLike,
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return metrics
-
-
-def _default_mode(folder: Path) -> None:
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
 
 
 def _train_config(config: dict[str, Any], spec: str, max_images: int | None):
