@@ -73,14 +73,20 @@ def _weights64(w, m):
     return tf.clip_by_value(tf.floor(w / scale + 0.5), -127.0, 127.0) * scale
 
 
+def weight_range(w, per_channel: bool = True):
+    """``max |w|`` per output channel (last axis) or per tensor, at least 1e-8: the
+    symmetric range whose 127th part is the int8 weight scale."""
+    axes = list(range(len(w.shape) - 1)) if per_channel else None
+    # The range is a statistic of the weights, not a path for their gradient.
+    return tf.maximum(tf.stop_gradient(tf.reduce_max(tf.abs(w), axis=axes)), 1e-8)
+
+
 def quantize_weights(w, per_channel: bool = True):
     """Symmetric int8 fake quantization of ``w``, per channel over its last axis or (for a
     fully connected layer, whose weights the converter transposes) per tensor."""
     if _FLOAT.get():
         return w
-    axes = list(range(len(w.shape) - 1)) if per_channel else None
-    # The range is a statistic of the weights, not a path for their gradient.
-    m = tf.maximum(tf.stop_gradient(tf.reduce_max(tf.abs(w), axis=axes)), 1e-8)
+    m = weight_range(w, per_channel)
     if w.dtype == tf.float64:
         return _weights64(w, m)
     if not per_channel:

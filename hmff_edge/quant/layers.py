@@ -10,9 +10,11 @@ folds BN, so the weights that are fake-quantized are the ones the int8 file stor
 
 from __future__ import annotations
 
+import numpy as np
+
 from hmff_edge._lazy import keras as _keras
 from hmff_edge.models.layers import grouped_pointwise_conv
-from hmff_edge.quant.fakequant import UNIT_RANGE, quantize_fixed, quantize_weights
+from hmff_edge.quant.fakequant import UNIT_RANGE, quantize_fixed, quantize_weights, weight_range
 
 keras = _keras()
 import tensorflow as tf  # noqa: E402
@@ -85,13 +87,25 @@ class QuantConvBN(keras.layers.Layer):
             scale = tf.reshape(scale, self.kernel_shape[2:])
         return kernel * scale, shift
 
+    def _channels_last(self, kernel):
+        """The kernel with one output channel per index of its last axis: a depthwise
+        (kh, kw, C, M) kernel has C * M of them."""
+        if self.kind != "depthwise":
+            return kernel
+        s = kernel.shape
+        return tf.reshape(kernel, (s[0], s[1], s[2] * s[3]))
+
     def fake_quant_kernel(self):
         kernel, bias = self.folded()
-        if self.kind != "depthwise":
-            return quantize_weights(kernel, per_channel=self.kind != "dense"), bias
-        shape = kernel.shape  # (kh, kw, C, M): one scale per output channel C * M
-        flat = tf.reshape(kernel, (shape[0], shape[1], shape[2] * shape[3]))
-        return tf.reshape(quantize_weights(flat), shape), bias
+        q = quantize_weights(self._channels_last(kernel), per_channel=self.kind != "dense")
+        return (tf.reshape(q, kernel.shape) if self.kind == "depthwise" else q), bias
+
+    def weight_scales(self) -> np.ndarray:
+        """The int8 weight scale of each output channel (the classifier's one scale, repeated),
+        as :meth:`fake_quant_kernel` quantizes and the converter stores them."""
+        kernel, _ = self.folded()
+        m = weight_range(self._channels_last(kernel), per_channel=self.kind != "dense")
+        return np.broadcast_to(np.asarray(m, np.float64) / 127.0, (self.channels,))
 
     def call(self, x):
         w, b = self.fake_quant_kernel()

@@ -301,20 +301,12 @@ def snap_biases(qmodel) -> int:
         if not isinstance(layer, QuantConvBN):
             continue
         fq = _input_quantizer(layer)
-        if fq is None:
-            continue
-        s_in = fq.scale_zero_point()[0]
-        kernel, bias = (np.asarray(v, np.float64) for v in layer.folded())
-        axes = tuple(range(kernel.ndim - (2 if layer.kind == "depthwise" else 1)))
-        s_w = np.abs(kernel).max(axis=axes) / 127.0
-        if layer.kind == "dense":
-            s_w = np.full_like(bias, np.abs(kernel).max() / 127.0)
-        step = (s_in * s_w).reshape(-1)
-        step = np.where(step > 0, step, 1.0)
-        delta = (np.round(bias / step) * step - bias).astype(np.float32)
         var = layer.beta if layer.use_bn else (layer.bias if layer.use_bias else None)
-        if var is None:
+        if fq is None or var is None:  # no bias at all is on every grid
             continue
+        bias = np.asarray(layer.folded()[1], np.float64)
+        step = fq.scale_zero_point()[0] * layer.weight_scales()
+        delta = (np.round(bias / step) * step - bias).astype(np.float32)
         var.assign(np.asarray(var) + delta)
         n += 1
     return n
