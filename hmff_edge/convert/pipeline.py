@@ -137,7 +137,7 @@ def _convert_all(src: ResolvedSource, options: ExportOptions, targets: list[Targ
     for target in bar:
         bar.set_postfix_str(target.label)
         spec, path = _spec(src, options, target, stage, calib_npy, raw_paths), "ptq"
-        if src.qat and target.quantization == "int8":  # a QAT run: its own trained ranges
+        if src.qat:  # a QAT run (int8 targets only, _check_qat_targets): its trained ranges
             spec, path = ladder.qat_spec(spec, target, src.keras_path.parent), "qat"
         item, result = _convert_one(src, options, target, spec, stage, verify_set, reference,
                                     report, path=path)
