@@ -1,13 +1,19 @@
-"""Per-op time profile of a ``.tflite`` model by splitting it into single-op models.
+"""Per-op time profile of a ``.tflite`` model, two ways.
 
 The LiteRT Python package has no op profiler (the C++ ``benchmark_model`` tool is not in the
-wheel), so each operator of the main subgraph is cut out into a model of its own (same
-tensors, same weights, its non-constant inputs made graph inputs), run alone with the same
-interpreter settings (XNNPACK, ``threads``), and timed. Times are summed per op type and set
-beside the whole model's time; the sum runs above the whole (per-invoke overhead on every
-piece, no cross-op fusion), so read the shares, not the absolute sums.
+wheel), so the model is cut into smaller models with the same tensors and weights, run with the
+same interpreter settings (XNNPACK, ``threads``):
 
-TF-free: ``python -m hmff_edge.bench.opprofile MODEL.tflite [--threads 1] [--runs 20]``.
+* :func:`profile_ops` (single-op): each operator alone, its non-constant inputs made graph
+  inputs. Its sum runs above the whole model (per-invoke overhead on every piece, no cross-op
+  fusion, cold caches), so read the shares, not the absolute sums.
+* :func:`profile_in_graph` (prefix): the first ``k`` operators for every ``k``, timed round-robin;
+  an op's in-graph cost is the prefix time it adds. The costs sum to the whole model's time by
+  construction and include what the op costs among its neighbours (warm caches, fusion), but
+  each one is a difference of two noisy times: read sums over many ops (per op type, per
+  stage), not single ops.
+
+TF-free: ``python -m hmff_edge.bench.opprofile MODEL.tflite [--in-graph] [--threads 1] [--runs 20]``.
 """
 
 from __future__ import annotations
@@ -76,6 +82,13 @@ def profile_ops(path: str, threads: int = 1, runs: int = 20) -> dict:
     finally:
         sg.operators, sg.inputs, sg.outputs = ops, inputs, outputs
         model.signatureDefs = signatures
+    return _summary(path, threads, runs, per_op, whole_ms=whole_s * 1e3,
+                    method="each op cut out into a single-op .tflite and timed alone (fastest "
+                           f"of {runs} invokes, XNNPACK, {threads} thread(s))")
+
+
+def _summary(path: str, threads: int, runs: int, per_op: list[dict], whole_ms: float,
+             method: str) -> dict:
     by_type: dict[str, float] = defaultdict(float)
     for p in per_op:
         by_type[p["op"]] += p["ms"] or 0.0
@@ -85,22 +98,76 @@ def profile_ops(path: str, threads: int = 1, runs: int = 20) -> dict:
                     for k, c in Counter(p["op"] for p in per_op).items()),
                    key=lambda r: -r["ms"])
     elementwise = sum(by_type[k] for k in ELEMENTWISE if k in by_type)
-    return {"model": path, "threads": threads, "runs": runs, "whole_model_ms": whole_s * 1e3,
+    return {"model": path, "threads": threads, "runs": runs, "whole_model_ms": whole_ms,
             "sum_of_ops_ms": total, "op_count": len(per_op), "by_type": types,
             "elementwise_ms": elementwise,
             "elementwise_share": elementwise / total if total else None,
-            "ops": per_op,
-            "method": "each op cut out into a single-op .tflite and timed alone (fastest of "
-                      f"{runs} invokes, XNNPACK, {threads} thread(s))"}
+            "ops": per_op, "method": method}
+
+
+def prefix_models(path: str) -> list[tuple[str, bytes]]:
+    """``(op name, .tflite bytes)`` of the first ``k`` operators of the main subgraph, for
+    ``k = 1 .. n``: each returns the outputs of its last op from the original graph inputs."""
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    model = fu.read_model(path)
+    if len(model.subgraphs) != 1:
+        raise ValueError(f"{path}: {len(model.subgraphs)} subgraphs; the prefix profile cuts "
+                         "a single-subgraph model only")
+    sg = model.subgraphs[0]
+    ops = list(sg.operators)
+    model.signatureDefs = []  # the signature names the original outputs only
+    out = []
+    for k in range(1, len(ops) + 1):
+        sg.operators = ops[:k]
+        sg.outputs = [i for i in ops[k - 1].outputs if i >= 0]
+        out.append((fu.opcode_to_name(model, ops[k - 1].opcodeIndex),
+                    bytes(fu.convert_object_to_bytearray(model))))
+    return out
+
+
+def profile_in_graph(path: str, threads: int = 1, runs: int = 20, invokes: int = 3) -> dict:
+    """In-graph cost (ms) of every op of a ``.tflite`` file: the time each prefix of the graph
+    adds to the one before it (see the module doc), and the sums per op type.
+
+    Every prefix is timed once per round, ``runs`` rounds round-robin, each time the mean of
+    ``invokes`` invokes; a prefix's time is its fastest round, so drift on a shared machine hits
+    neighbouring prefixes alike."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from hmff_edge.bench.runner import fill_random_input, invoke_seconds
+
+    pieces = prefix_models(path)
+    interps = []
+    for _, buf in pieces:
+        it = Interpreter(model_content=buf, num_threads=threads)
+        it.allocate_tensors()
+        fill_random_input(it)
+        invoke_seconds(it, 0, warmup=2)
+        interps.append(it)
+    best = [float("inf")] * len(interps)
+    for _ in range(runs):
+        for i, it in enumerate(interps):
+            best[i] = min(best[i], sum(invoke_seconds(it, invokes, warmup=0)) / invokes)
+    cum = [b * 1e3 for b in best]
+    per_op = [{"index": k, "op": name, "ms": c - (cum[k - 1] if k else 0.0), "prefix_ms": c}
+              for k, ((name, _), c) in enumerate(zip(pieces, cum))]
+    return _summary(path, threads, runs, per_op, whole_ms=cum[-1],
+                    method="in-graph: prefix k's fastest round minus prefix k-1's "
+                           f"({runs} round-robin rounds x {invokes} invokes, XNNPACK, "
+                           f"{threads} thread(s)); the first op carries the per-invoke overhead")
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("model")
+    p.add_argument("--in-graph", action="store_true",
+                   help="prefix method: each op's cost among its neighbours (default: single-op)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--runs", type=int, default=20)
     a = p.parse_args(argv)
-    print(json.dumps(profile_ops(a.model, a.threads, a.runs), indent=1))
+    fn = profile_in_graph if a.in_graph else profile_ops
+    print(json.dumps(fn(a.model, a.threads, a.runs), indent=1))
     return 0
 
 
