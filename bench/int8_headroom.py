@@ -157,7 +157,52 @@ def markdown(rec: dict) -> str:
         "depthwise, adds, transposes, pooling). 'rest gain the target needs' assumes dw + act "
         f"keep their int8 cost; '-' = they alone exceed the time the target allows. The "
         f"baseline's rest gain is {BASELINE}'s (its dense pointwise convolutions).", "",
-        markdown_table(sp, SPLIT_COLUMNS), ""])
+        markdown_table(sp, SPLIT_COLUMNS), ""] + _k_section(rec.get("k_scan") or []))
+
+
+def _k_section(scan: list[dict]) -> list[str]:
+    if not scan:
+        return []
+    rows_ = [{**r, "layer": f"56x56x{r['cin']} -> 128, {r['groups']} group(s)",
+              **{k: _f(r[k], "{:.4f}") for k in ("fp32_ms", "int8_ms")},
+              "gain": _f(r["gain"], "{:.2f}x"), "int8_ns_per_output": _f(r["int8_ns_per_output"]),
+              "int8_gmacs": _f(r["int8_gmacs"], "{:.1f}")} for r in scan]
+    return ["## What a group's width leaves of int8's gain", "",
+            "One 1x1 convolution (56x56, 128 outputs, one-layer files from "
+            "hmff_edge.convert.forms.one_layer_tflite, same rounds): every int8 output pays a "
+            "requantization whatever K is, so with few inputs per output int8 buys less.", "",
+            markdown_table(rows_, K_COLUMNS), ""]
+
+
+K_SCAN = ((128, 8), (128, 4), (128, 2), (128, 1), (256, 1), (512, 1))  # (Cin, groups), 128 out
+
+
+def k_scan(rounds: int, runs: int) -> list[dict]:
+    """fp32 and int8 time of one 56x56 1x1 convolution to 128 channels as K (input channels
+    per output: per group) grows, timed round-robin: what a grouped layer's K leaves of
+    int8's gain."""
+    from hmff_edge.bench.ablation import time_round_robin
+    from hmff_edge.convert.forms import GroupedForm, LayerKey, one_layer_tflite
+
+    contents = {(q, cin, g): one_layer_tflite(LayerKey(56, 56, cin, 128, g, False, q),
+                                              GroupedForm(g))
+                for q in ("fp32", "int8") for cin, g in K_SCAN}
+    med = {k: statistics.median(v) for k, v in
+           time_round_robin({f"{q} {c} {g}": b for (q, c, g), b in contents.items()},
+                            rounds, runs).items()}
+    outputs = 56 * 56 * 128
+    out = []
+    for cin, g in K_SCAN:
+        fp32, int8 = med[f"fp32 {cin} {g}"], med[f"int8 {cin} {g}"]
+        out.append({"k": cin // g, "cin": cin, "groups": g, "fp32_ms": fp32, "int8_ms": int8,
+                    "gain": fp32 / int8, "int8_ns_per_output": int8 * 1e6 / outputs,
+                    "int8_gmacs": outputs * (cin // g) / int8 / 1e6})
+    return out
+
+
+K_COLUMNS = [("k", "K (inputs per output)"), ("layer", "layer"), ("fp32_ms", "fp32 ms"),
+             ("int8_ms", "int8 ms"), ("gain", "int8 vs fp32"),
+             ("int8_ns_per_output", "int8 ns per output"), ("int8_gmacs", "int8 GMAC/s")]
 
 
 def main() -> int:
@@ -171,6 +216,7 @@ def main() -> int:
     ap.add_argument("--img-size", type=int, default=224)
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--no-k-scan", action="store_true", help="skip the 1x1 K scan (needs TF)")
     ap.add_argument("--out", default=None, help="default: bench/results/int8/headroom_<cpu kind>")
     a = ap.parse_args()
     variants = [v for v in a.variants.split(",") if v]
@@ -182,12 +228,13 @@ def main() -> int:
     med = {k: statistics.median(v)
            for k, v in time_round_robin(contents, a.rounds, a.runs).items()}
     per_graph, target = rows(paths, med, dropped)
+    scan = [] if a.no_k_scan else k_scan(a.rounds, a.runs)
     hw = hardware_info()
     rec = {"date": time.strftime("%Y-%m-%d", time.gmtime()), "cpu_model": hw["cpu_model"],
            "simd": simd_flags(), "versions": _versions(), "rounds": a.rounds, "runs": a.runs,
            "command": "python bench/int8_headroom.py " + " ".join(sys.argv[1:]),
            "baseline_gain": med[f"{BASELINE} fp32"] / med[f"{BASELINE} int8"],
-           "dropped": dropped, "graphs": per_graph, "target": target,
+           "dropped": dropped, "graphs": per_graph, "target": target, "k_scan": scan,
            "files": {f"{v} {q}": p for (v, q), p in paths.items()}}
     out = Path(a.out) if a.out else REPO / "bench" / "results" / "int8" / f"headroom_{_kind()}"
     out.parent.mkdir(parents=True, exist_ok=True)

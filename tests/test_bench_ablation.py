@@ -200,3 +200,8 @@ def test_headroom_target_and_split():
                        "graphs": graphs, "target": [t]})
     assert "| v | 6.000 | 4.000 | 1.50x | 2.40x | 2.500 | no |" in text
     assert "| v | 2.000 -> 1.500 | 1.33x | 4.000 -> 2.500 | 1.60x | 4.00x | 4.00x | 2.500 | 2.40x |" in text
+    assert "group's width" not in text  # no K scan in this record
+    scan = [{"k": 16, "cin": 128, "groups": 8, "fp32_ms": 0.4, "int8_ms": 0.2, "gain": 2.0,
+             "int8_ns_per_output": 0.5, "int8_gmacs": 40.0}]
+    assert "| 16 | 56x56x128 -> 128, 8 group(s) | 0.4000 | 0.2000 | 2.00x | 0.500 | 40.0 |" in \
+        "\n".join(h._k_section(scan))
