@@ -1,7 +1,7 @@
 """Where int8 time goes: summarize per-op profiles (hmff_edge.bench.opprofile JSON) of fp32 and
 int8 graphs side by side, per op type and per layer, with the elementwise share.
 
-    python -m hmff_edge.bench.opprofile MODEL.tflite --runs 15 > PROFILE.json   # per graph
+    python -m hmff_edge.bench.opprofile MODEL.tflite [--in-graph] --runs 15 > PROFILE.json
     python bench/int8_profile.py NAME=PROFILE.json ... --out bench/results/int8/profile_<cpu>
 
 NAME is "variant quant" (e.g. "hmff-mobilenet-16ch int8"). Writes OUT.json and OUT.md.
@@ -37,8 +37,8 @@ def main() -> int:
     hw = hardware_info()
     rec = {"date": time.strftime("%Y-%m-%d", time.gmtime()), "cpu_model": hw["cpu_model"],
            "simd": simd_flags(), "note": a.note,
-           "command": "python -m hmff_edge.bench.opprofile MODEL.tflite --runs 15 (each graph); "
-                      "python bench/int8_profile.py " + " ".join(sys.argv[1:]),
+           "command": f"python -m hmff_edge.bench.opprofile MODEL.tflite{_flag(profs)} --runs 15 "
+                      "(each graph); python bench/int8_profile.py " + " ".join(sys.argv[1:]),
            "profiles": {k: {x: v.get(x) for x in ("model", "whole_model_ms", "sum_of_ops_ms",
                                                    "op_count", "by_type", "elementwise_share",
                                                    "method")} | {"ops": v["ops"]}
@@ -55,9 +55,7 @@ def markdown(rec: dict, top: int) -> str:
     lines = ["# Where int8 time goes (LiteRT 2.3, XNNPACK, 1 thread, 224 px, batch 1)", "",
              f"CPU: {rec['cpu_model']}, SIMD: {', '.join(rec['simd'])}. Measured {rec['date']}. "
              f"{rec['note']}", "", f"Command: `{rec['command']}`", "",
-             "Each op is cut out into a single-op model and timed alone (fastest of 15), so "
-             "the per-op sum exceeds the whole model (per-invoke overhead) and ops the delegate "
-             "fuses in the whole graph are counted apart: read shares, not sums.", "",
+             IN_GRAPH_NOTE if _in_graph(rec["profiles"]) else SINGLE_OP_NOTE, "",
              markdown_table([_type_row(name, p) for name, p in rec["profiles"].items()],
                             TYPE_COLUMNS)]
     for name, p in rec["profiles"].items():
@@ -67,6 +65,27 @@ def markdown(rec: dict, top: int) -> str:
                                    "input_shapes": o.get("input_shapes", "")} for o in slowest],
                                  OP_COLUMNS)]
     return "\n".join(lines) + "\n"
+
+
+SINGLE_OP_NOTE = ("Each op is cut out into a single-op model and timed alone (fastest of 15), so "
+                  "the per-op sum exceeds the whole model (per-invoke overhead) and ops the "
+                  "delegate fuses in the whole graph are counted apart: read shares, not sums.")
+IN_GRAPH_NOTE = ("Each op's in-graph cost is the time the graph's first k ops take minus the first "
+                 "k-1 (prefix models timed round-robin, fastest round): costs sum to the whole "
+                 "model, but each is a difference of two noisy times, so read sums over many ops "
+                 "(per type), not single layers.")
+
+
+def _in_graph(profs: dict) -> bool:
+    kinds = {str(p.get("method", "")).startswith("in-graph") for p in profs.values()}
+    if len(kinds) > 1:
+        raise SystemExit("mixing single-op and --in-graph profiles in one record: their "
+                         "figures do not compare")
+    return kinds == {True}
+
+
+def _flag(profs: dict) -> str:
+    return " --in-graph" if _in_graph(profs) else ""
 
 
 NAMED = ("CONV_2D", "DEPTHWISE_CONV_2D", "LOGISTIC", "MUL", "ADD", "TRANSPOSE")

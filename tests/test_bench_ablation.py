@@ -168,8 +168,8 @@ def test_prefix_models_end_at_each_op_and_sum_to_the_whole(files):
     assert prof["method"].startswith("in-graph")
 
 
-def _headroom():
-    spec = importlib.util.spec_from_file_location("int8_headroom", REPO / "bench" / "int8_headroom.py")
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -180,7 +180,7 @@ def test_headroom_target_and_split():
     6 -> 4 ms (1.5x) with 2 ms fp32 / 1.5 ms int8 of depthwise + activations: it needs
     2.5 ms; the rest (4 -> 2.5) would need 4 / (2.5 - 1.5) = 4.0x; at the baseline's rest gain
     it would take 1.5 + 1.0 = 2.5 ms (2.4x)."""
-    h = _headroom()
+    h = _script("int8_headroom")
     both = "depthwise+activations"
     med = {"mobilenet-v1 fp32": 12.0, "mobilenet-v1 int8": 4.0,
            f"mobilenet-v1 fp32 -{both}": 10.0, f"mobilenet-v1 int8 -{both}": 2.5,
@@ -205,3 +205,26 @@ def test_headroom_target_and_split():
              "int8_ns_per_output": 0.5, "int8_gmacs": 40.0}]
     assert "| 16 | 56x56x128 -> 128, 8 group(s) | 0.4000 | 0.2000 | 2.00x | 0.500 | 40.0 |" in \
         "\n".join(h._k_section(scan))
+
+
+
+@pytest.mark.parametrize("record", ["profile_amd-avx512_vnni", "profile_hs_amd-avx512_vnni"])
+def test_stored_single_op_profiles_render_as_recorded(record):
+    import json
+
+    p = _script("int8_profile")
+    base = REPO / "bench" / "results" / "int8" / record
+    rec = json.loads(base.with_suffix(".json").read_text())
+    assert p.markdown(rec, 8) == base.with_suffix(".md").read_text()
+
+
+def test_profile_record_names_the_in_graph_method_and_refuses_a_mix():
+    p = _script("int8_profile")
+    one = {"method": "in-graph: prefix k ...", "whole_model_ms": 1.0, "sum_of_ops_ms": 1.0,
+           "by_type": [{"op": "CONV_2D", "ms": 1.0}], "elementwise_share": 0.0, "ops": []}
+    rec = {"cpu_model": "c", "simd": [], "date": "d", "note": "", "command": "x",
+           "profiles": {"a int8": one}}
+    assert "first k ops" in p.markdown(rec, 8) and "cut out" not in p.markdown(rec, 8)
+    rec["profiles"]["a fp32"] = {**one, "method": "each op cut out ..."}
+    with pytest.raises(SystemExit, match="mixing single-op and --in-graph"):
+        p.markdown(rec, 8)
