@@ -122,3 +122,36 @@ def test_remote_sweep_reads_the_device_json_into_a_record(tmp_path):
     assert rec.model_file["path"] == str(model) and "runner.py sweep" in rec.remote_command
     assert rec.command and [t["outcome"] for t in rec.sweep.trials] == [OK, OK]
     assert rec.to_dict()["remote_command"] == rec.remote_command and not rec.extra
+
+
+def _ballast(mib: int) -> bytearray:
+    """``mib`` MiB resident in this (the parent) process."""
+    b = bytearray(mib * 2**20)
+    for i in range(0, len(b), 4096):
+        b[i] = 1
+    return b
+
+
+def test_peak_rss_is_the_trials_own_not_the_parents(tmp_path):
+    """Linux carries a parent's peak RSS into a child's ru_maxrss at exec (a 13 MB child of a
+    600 MB parent reads 613 MB): a sweep from a process with TensorFlow loaded reported the
+    parent's 871 MB for every batch. The trial's own peak is its address space's (VmHWM)."""
+    import resource
+
+    ballast = _ballast(800)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 >= 800 * 2**20
+    model = tiny_classifier(tmp_path / "tiny.onnx")
+    res = runner.sweep_model(runner.SweepSpec(model=str(model), batch_sizes="1", max_batch=1,
+                                              runs=2, warmup=1))
+    peak = res.sweep.trials[0]["peak_rss_bytes"]
+    assert 0 < peak < 500 * 2**20, peak
+    del ballast
+
+
+def test_a_killed_childs_peak_is_unknown_when_the_parent_was_larger(tmp_path):
+    ballast = _ballast(600)
+    res = runner.run_child(
+        [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
+        str(tmp_path / "r.json"), timeout=60)
+    assert res["outcome"] == OOM and res["peak_rss_bytes"] is None
+    del ballast

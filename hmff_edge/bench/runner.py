@@ -605,12 +605,37 @@ def trial_main(spec: TrialSpec, result_path: str) -> int:
         msg = f"{type(exc).__name__}: {exc}"
         outcome = OOM if _OOM_PATTERNS.search(msg) else ERROR
         res = {"batch_size": spec.batch, "outcome": outcome, "error": msg[:2000]}
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    res["peak_rss_bytes"] = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    res["peak_rss_bytes"] = own_peak_rss()
     with open(result_path + ".tmp", "w") as f:
         json.dump(res, f)
     os.replace(result_path + ".tmp", result_path)
     return 0
+
+
+def _maxrss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (
+        1 if sys.platform == "darwin" else 1024)
+
+
+def own_peak_rss() -> int:
+    """This process's peak RSS in bytes. On Linux ``VmHWM`` (the high-water mark of this
+    address space): ``ru_maxrss`` also counts the parent's peak, which Linux carries into a
+    child at exec."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return _maxrss()
+
+
+def child_peak_rss(rusage, parent_peak: int) -> int | None:
+    """A waited-for child's peak RSS from ``wait4``, or None when it cannot be told from the
+    parent's (``ru_maxrss`` starts at the parent's peak, see :func:`own_peak_rss`)."""
+    peak = rusage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    return peak if peak > parent_peak else None
 
 
 # --------------------------------------------------------------------------- child control
@@ -636,6 +661,7 @@ def run_child(cmd: list[str], result_path: str, timeout: float,
     """Run a trial command, wait with ``wait4`` for its peak RSS, never raise on its failure."""
     with tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
+        parent_peak = _maxrss()
         try:
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err,
                                     start_new_session=True)
@@ -653,14 +679,13 @@ def run_child(cmd: list[str], result_path: str, timeout: float,
                 proc.returncode = -9
                 err.seek(0)
                 return {"outcome": ERROR, "error": f"timed out after {timeout:.0f} s",
-                        "peak_rss_bytes": rusage.ru_maxrss * 1024,
+                        "peak_rss_bytes": child_peak_rss(rusage, parent_peak),
                         "wall_s": time.perf_counter() - t0}
             time.sleep(0.02)
         proc.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - t0
         err.seek(0)
         stderr = err.read()[-20000:]
-    peak = rusage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
     res = None
     if proc.returncode == 0 and os.path.exists(result_path):
         with open(result_path) as f:
@@ -670,7 +695,9 @@ def run_child(cmd: list[str], result_path: str, timeout: float,
         outcome, reason = classify_exit(proc.returncode, stderr, memory_limit)
         res = {"outcome": outcome, "error": reason}
     res["exit"] = {"returncode": proc.returncode}
-    res["peak_rss_bytes"] = max(peak, res.get("peak_rss_bytes") or 0)
+    # The child's own figure when it wrote one; wait4's only for a child that died.
+    if not res.get("peak_rss_bytes"):
+        res["peak_rss_bytes"] = child_peak_rss(rusage, parent_peak)
     res["wall_s"] = wall
     if res["outcome"] != OK and stderr.strip():
         res["stderr_tail"] = stderr.strip()[-1000:]
