@@ -208,7 +208,7 @@ def test_headroom_target_and_split():
 
 
 
-@pytest.mark.parametrize("record", ["profile_amd-avx512_vnni", "profile_hs_amd-avx512_vnni"])
+@pytest.mark.parametrize("record", ["profile_amd-avx512_vnni-avx_vnni", "profile_hs_amd-avx512_vnni"])
 def test_stored_single_op_profiles_render_as_recorded(record):
     import json
 

@@ -118,6 +118,25 @@ def test_shipped_tables_parse():
         assert rows and all(min(r.values()) > 0 for r in rows.values())
 
 
+def test_shipped_tables_are_named_after_the_kind_they_were_measured_on():
+    """A table measured on an AVX_VNNI EPYC must not be used for one without it (the two ran
+    int8 twofold apart): the file's name is the kind of the SIMD flags it records."""
+    for p in sorted(F.TABLE_DIR.glob("*.json")):
+        meta = json.loads(p.read_text())
+        assert meta["device"] == p.stem == F.kind_of(meta["cpu_model"], meta["simd"])
+
+
+@pytest.mark.parametrize("model,flags,kind", [
+    ("AMD EPYC 9B14", "avx2 fma avx512f avx512_vnni avx512_bf16", "amd-avx512_vnni"),
+    ("AMD EPYC", "avx2 avx512f avx512_vnni avx_vnni avx512_bf16", "amd-avx512_vnni-avx_vnni"),
+    ("Intel(R) Xeon(R) Platinum 8481C", "avx2 avx512_vnni avx_vnni amx_int8", "intel-amx"),
+    ("AMD EPYC 7B13", "avx2 fma", "amd-avx2"),
+    ("Intel(R) Xeon(R) CPU", "sse4_2 avx", "intel-generic"),
+])
+def test_cpu_kind_of_flags(model, flags, kind):
+    assert F.kind_of(model, flags.split()) == kind
+
+
 def test_plan_round_trips_through_json():
     key4 = F.LayerKey(7, 7, 256, 256, 4, True, "fp32")
     plan = F.select({"a": key4}, "latency", timer=fake_timer({"split": 0.1}), device="d")
