@@ -77,6 +77,14 @@ def test_table_wins_over_timing_and_size_keeps_grouped():
     assert (size.choices[0].form, size.choices[0].source) == ("grouped", "size")
 
 
+def test_a_plan_names_the_table_it_read(tmp_path):
+    path = tmp_path / "t.json"
+    F.write_table(path, "amd-avx2", {KEY.text(): {"grouped": 2.0, "regroup2": 1.0}},
+                  {"cpu_model": "AMD EPYC 7B13", "date": "2026-01-02"})
+    assert F.table_provenance(path) == ("forms table t.json: measured 2026-01-02 on "
+                                        "AMD EPYC 7B13 (amd-avx2)")
+
+
 def test_no_table_and_no_timer_falls_back_to_grouped_and_says_so():
     plan = F.select({"a": KEY}, "latency", table=None, timer=None, device="pi")
     assert (plan.choices[0].form, plan.choices[0].source) == ("grouped", "default")

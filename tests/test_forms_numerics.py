@@ -145,6 +145,7 @@ def test_zoo_export_with_forced_forms_passes_the_gate_and_records_them(zoo, tmp_
         plan = F.FormPlan.from_dict(a.metadata["extra"]["graph_forms"])
         assert plan.optimize == "latency" and plan.choices
         assert all(c.source == "table" for c in plan.choices)
+        assert plan.notes[0].startswith("forms table table.json: measured")
         assert {c.form for c in plan.choices} >= (
             {"dense-fold", "split"} if a.quantization == "none" else {"dense-fold", "dense"})
         path = out / a.path

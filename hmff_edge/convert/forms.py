@@ -401,6 +401,14 @@ def load_table(device: str | None = None, path: str | Path | None = None) -> dic
     return rows
 
 
+def table_provenance(path: str | Path) -> str:
+    """Which table a plan read, and where and when it was measured (a table from another
+    CPU kind picks forms for that CPU, not this one)."""
+    meta = json.loads(Path(path).read_text())
+    return (f"forms table {Path(path).name}: measured {meta.get('date', 'on an unrecorded date')} "
+            f"on {meta.get('cpu_model', 'an unrecorded CPU')} ({meta.get('device', '?')})")
+
+
 def check_table_covers(table: dict[str, dict], layers: dict[str, LayerKey], path: str) -> None:
     """A table given explicitly must describe this model: every layer key present."""
     absent = sorted({k.text() for k in layers.values()} - set(table))
@@ -558,6 +566,8 @@ def plan_for_model(model: Any, img_size: int, quantization: str, optimize: str |
     if timer is None and use_timer and optimize == "latency":
         timer = runtime_timer()
     plan = select(layers, optimize, table=rows, timer=timer, device=device)
+    if optimize == "latency" and rows is not None:
+        plan.notes.insert(0, table_provenance(table or table_path(device)))
     if optimize == "latency" and rows is None:
         plan.notes.insert(0, f"no stored form table for {device!r}"
                           + ("; candidates timed on this machine" if timer else ""))
