@@ -309,15 +309,7 @@ def select(layers: dict[str, LayerKey], optimize: str, *, table: dict[str, dict]
 
 def device_kind() -> str:
     """A short name for this CPU kind (see :func:`kind_of`)."""
-    flags = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                flags = line.split(":", 1)[-1]
-                break
-    except OSError:
-        pass
-    return kind_of(_cpu_model(), flags.split())
+    return kind_of(_cpu_model(), _cpu_flags())
 
 
 def kind_of(cpu_model: str, flags: Iterable[str]) -> str:
@@ -351,14 +343,19 @@ SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "
 
 def simd_flags() -> list[str]:
     """The SIMD features of this CPU that decide int8 / fp32 kernel speed."""
+    have = _cpu_flags()
+    return [f for f in SIMD_FLAGS if f in have]
+
+
+def _cpu_flags() -> set[str]:
+    """Every feature flag of this CPU (``/proc/cpuinfo``'s flags or Features line)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith(("flags", "Features")):
-                have = set(line.split(":", 1)[1].split())
-                return [f for f in SIMD_FLAGS if f in have]
+                return set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return []
+    return set()
 
 
 def _cpu_model() -> str:
