@@ -174,6 +174,14 @@ def _k_section(scan: list[dict]) -> list[str]:
             markdown_table(rows_, K_COLUMNS), ""]
 
 
+def medians(models: dict[str, bytes], rounds: int, runs: int) -> dict[str, float]:
+    """Median invoke time (ms) of each model, all timed round-robin in one process."""
+    from hmff_edge.bench.runner import round_robin_ms
+
+    return {k: statistics.median(t for r in v for t in r)
+            for k, v in round_robin_ms(models, rounds, runs).items()}
+
+
 K_SCAN = ((128, 8), (128, 4), (128, 2), (128, 1), (256, 1), (512, 1))  # (Cin, groups), 128 out
 
 
@@ -181,15 +189,12 @@ def k_scan(rounds: int, runs: int) -> list[dict]:
     """fp32 and int8 time of one 56x56 1x1 convolution to 128 channels as K (input channels
     per output: per group) grows, timed round-robin: what a grouped layer's K leaves of
     int8's gain."""
-    from hmff_edge.bench.ablation import time_round_robin
     from hmff_edge.convert.forms import GroupedForm, LayerKey, one_layer_tflite
 
     contents = {(q, cin, g): one_layer_tflite(LayerKey(56, 56, cin, 128, g, False, q),
                                               GroupedForm(g))
                 for q in ("fp32", "int8") for cin, g in K_SCAN}
-    med = {k: statistics.median(v) for k, v in
-           time_round_robin({f"{q} {c} {g}": b for (q, c, g), b in contents.items()},
-                            rounds, runs).items()}
+    med = medians({f"{q} {c} {g}": b for (q, c, g), b in contents.items()}, rounds, runs)
     outputs = 56 * 56 * 128
     out = []
     for cin, g in K_SCAN:
@@ -206,9 +211,8 @@ K_COLUMNS = [("k", "K (inputs per output)"), ("layer", "layer"), ("fp32_ms", "fp
 
 
 def main() -> int:
-    from hmff_edge.bench.ablation import time_round_robin
     from hmff_edge.bench.runner import hardware_info
-    from hmff_edge.convert.forms import simd_flags
+    from hmff_edge.convert.forms import device_kind, simd_flags
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--variants", default=",".join(VARIANTS))
@@ -225,8 +229,7 @@ def main() -> int:
     paths = files(variants, Path(a.cache), a.img_size)
     contents, dropped = graphs(paths)
     print(f"timing {len(contents)} graphs x {a.rounds} rounds...", file=sys.stderr, flush=True)
-    med = {k: statistics.median(v)
-           for k, v in time_round_robin(contents, a.rounds, a.runs).items()}
+    med = medians(contents, a.rounds, a.runs)
     per_graph, target = rows(paths, med, dropped)
     scan = [] if a.no_k_scan else k_scan(a.rounds, a.runs)
     hw = hardware_info()
@@ -236,7 +239,7 @@ def main() -> int:
            "baseline_gain": med[f"{BASELINE} fp32"] / med[f"{BASELINE} int8"],
            "dropped": dropped, "graphs": per_graph, "target": target, "k_scan": scan,
            "files": {f"{v} {q}": p for (v, q), p in paths.items()}}
-    out = Path(a.out) if a.out else REPO / "bench" / "results" / "int8" / f"headroom_{_kind()}"
+    out = Path(a.out) if a.out else REPO / "bench" / "results" / "int8" / f"headroom_{device_kind()}"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(rec, indent=1))
     out.with_suffix(".md").write_text(markdown(rec))
@@ -248,12 +251,6 @@ def _versions() -> str:
     from importlib.metadata import version
 
     return f"ai-edge-litert {version('ai-edge-litert')}"
-
-
-def _kind() -> str:
-    from hmff_edge.convert.forms import device_kind
-
-    return device_kind()
 
 
 if __name__ == "__main__":

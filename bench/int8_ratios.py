@@ -32,10 +32,8 @@ def table_rows(rows: dict[str, dict]) -> list[dict]:
 
 
 def main() -> int:
-    from ai_edge_litert.interpreter import Interpreter
-
     from hmff_edge.bench import roofline as R
-    from hmff_edge.bench.runner import fill_random_input, hardware_info
+    from hmff_edge.bench.runner import hardware_info, round_robin_ms
     from hmff_edge.convert.forms import simd_flags
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -44,24 +42,13 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
-    its = {}
-    for item in a.files:
-        name, _, path = item.partition("=")
-        it = Interpreter(model_path=path, num_threads=1)
-        it.allocate_tensors()
-        fill_random_input(it)
-        it.invoke()
-        its[name] = (it, path)
-    samples = {n: [] for n in its}
-    for _ in range(a.rounds):
-        for n, (it, _) in its.items():
-            for _ in range(a.runs):
-                t0 = time.perf_counter()
-                it.invoke()
-                samples[n].append((time.perf_counter() - t0) * 1e3)
+    files = dict(item.partition("=")[::2] for item in a.files)
+    # One warm-up invoke per file, as this record was always measured.
+    samples = {n: [t for r in rounds for t in r]
+               for n, rounds in round_robin_ms(files, a.rounds, a.runs, warmup=1).items()}
     machine = R.measure_machine()
     rows = {}
-    for n, (_, path) in its.items():
+    for n, path in files.items():
         med, fast = statistics.median(samples[n]), min(samples[n])
         rl = R.roofline(R.graph_cost(path), machine, med, name=n)
         rows[n] = {"file": path, "median_ms": med, "min_ms": fast,

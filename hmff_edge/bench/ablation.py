@@ -1,10 +1,11 @@
 """What an op type costs inside the whole graph: time the ``.tflite`` file with those ops taken
 out (their consumers rewired to the op's input) beside the file itself.
 
-The saving is an upper bound on what any faster spelling, kernel or fusion of those ops could
-buy in that graph: it is the time of the graph in which they cost nothing. Unlike per-op
-profiles (:mod:`hmff_edge.bench.opprofile`) it needs no attribution between neighbours, only
-two whole-graph times, so it is steady on a shared machine.
+The saving (time both files with :func:`hmff_edge.bench.runner.round_robin_ms`) is an upper
+bound on what any faster spelling, kernel or fusion of those ops could buy in that graph: it
+is the time of the graph in which they cost nothing. Unlike per-op profiles
+(:mod:`hmff_edge.bench.opprofile`) it needs no attribution between neighbours, only two
+whole-graph times, so it is steady on a shared machine.
 
 Only ops whose output has the shape of their first input can go (an activation, a stride-1
 depthwise, a MUL or ADD by a constant); a two-input op only when its second input is a
@@ -67,7 +68,7 @@ def ablate(path: str, op_types: frozenset[str] | set[str]) -> Ablated:
              if t.buffer and model.buffers[t.buffer].data is not None
              and len(model.buffers[t.buffer].data)}
     alias: dict[int, int] = {}
-    keep, dropped = [], Counter()
+    keep, keep_names, dropped = [], [], Counter()
     for k, (op, name) in enumerate(zip(sg.operators, names)):
         op.inputs = [alias.get(i, i) for i in op.inputs]
         if name in op_types and _removable(sg, op, k, names, consumers, producers, const, op_types):
@@ -81,9 +82,10 @@ def ablate(path: str, op_types: frozenset[str] | set[str]) -> Ablated:
             dropped[name] += 1
             continue
         keep.append(op)
+        keep_names.append(name)
     sg.operators = keep
     sg.outputs = [alias.get(i, i) for i in sg.outputs]
-    _share_concat_grids(model, sg)
+    _share_concat_grids(sg, keep_names)
     return Ablated(frozenset(op_types), dropped, bytes(fu.convert_object_to_bytearray(model)))
 
 
@@ -110,38 +112,14 @@ def _from_same_input(op, producers: dict[int, object], const: set[int]) -> bool:
     return prod is not None and src in prod.inputs
 
 
-def _share_concat_grids(model, sg) -> None:
+def _share_concat_grids(sg, names: list[str]) -> None:
     """int8 CONCATENATION needs its inputs on its output's grid (the converter puts them
     there); an input rewired to another producer gets that grid back."""
-    from ai_edge_litert.tools import flatbuffer_utils as fu
-
-    for op in sg.operators:
-        if fu.opcode_to_name(model, op.opcodeIndex) != "CONCATENATION":
+    for op, name in zip(sg.operators, names):
+        if name != "CONCATENATION":
             continue
         q = sg.tensors[op.outputs[0]].quantization
         if q is not None and q.scale is not None and len(q.scale):
             for i in op.inputs:
                 sg.tensors[i].quantization = q
-
-
-def time_round_robin(contents: dict[str, bytes], rounds: int, runs: int,
-                     threads: int = 1) -> dict[str, list[float]]:
-    """Invoke times (ms) of every model, ``runs`` invokes each in turn, ``rounds`` times over,
-    in one process, so drift on a shared CPU hits them alike."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    from hmff_edge.bench.runner import fill_random_input, invoke_seconds
-
-    its = {}
-    for name, buf in contents.items():
-        it = Interpreter(model_content=buf, num_threads=threads)
-        it.allocate_tensors()
-        fill_random_input(it)
-        invoke_seconds(it, 0, warmup=2)
-        its[name] = it
-    samples: dict[str, list[float]] = {n: [] for n in its}
-    for _ in range(rounds):
-        for n, it in its.items():
-            samples[n] += [s * 1e3 for s in invoke_seconds(it, runs, warmup=0)]
-    return samples
 

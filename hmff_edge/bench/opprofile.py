@@ -133,23 +133,12 @@ def profile_in_graph(path: str, threads: int = 1, runs: int = 20, invokes: int =
     Every prefix is timed once per round, ``runs`` rounds round-robin, each time the mean of
     ``invokes`` invokes; a prefix's time is its fastest round, so drift on a shared machine hits
     neighbouring prefixes alike."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    from hmff_edge.bench.runner import fill_random_input, invoke_seconds
+    from hmff_edge.bench.runner import round_robin_ms
 
     pieces = prefix_models(path)
-    interps = []
-    for _, buf in pieces:
-        it = Interpreter(model_content=buf, num_threads=threads)
-        it.allocate_tensors()
-        fill_random_input(it)
-        invoke_seconds(it, 0, warmup=2)
-        interps.append(it)
-    best = [float("inf")] * len(interps)
-    for _ in range(runs):
-        for i, it in enumerate(interps):
-            best[i] = min(best[i], sum(invoke_seconds(it, invokes, warmup=0)) / invokes)
-    cum = [b * 1e3 for b in best]
+    rounds = round_robin_ms({str(k): buf for k, (_, buf) in enumerate(pieces)}, runs, invokes,
+                            threads)
+    cum = [min(sum(r) / invokes for r in rounds[str(k)]) for k in range(len(pieces))]
     per_op = [{"index": k, "op": name, "ms": c - (cum[k - 1] if k else 0.0), "prefix_ms": c}
               for k, ((name, _), c) in enumerate(zip(pieces, cum))]
     return _summary(path, threads, runs, per_op, whole_ms=cum[-1],

@@ -359,6 +359,29 @@ def invoke_seconds(interpreter, runs: int, warmup: int) -> list[float]:
     return samples
 
 
+def round_robin_ms(models: dict[str, str | bytes], rounds: int, runs: int, threads: int = 1,
+                   warmup: int = 2) -> dict[str, list[list[float]]]:
+    """Invoke times (ms) of LiteRT models (``.tflite`` paths or bytes) in one process,
+    round-robin: each round invokes every model ``runs`` times in turn, so drift on a shared
+    CPU hits them alike. Per model, one list of ``runs`` times per round; each model gets
+    :func:`fill_random_input` and ``warmup`` untimed invokes first."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    its = {}
+    for name, model in models.items():
+        it = (Interpreter(model_content=model, num_threads=threads) if isinstance(model, bytes)
+              else Interpreter(model_path=str(model), num_threads=threads))
+        it.allocate_tensors()
+        fill_random_input(it)
+        invoke_seconds(it, 0, warmup=warmup)
+        its[name] = it
+    out: dict[str, list[list[float]]] = {n: [] for n in its}
+    for _ in range(rounds):
+        for n, it in its.items():
+            out[n].append([s * 1e3 for s in invoke_seconds(it, runs, warmup=0)])
+    return out
+
+
 class LiteRTBackend:
     """ai-edge-litert (or the older tflite-runtime) Interpreter, XNNPACK on by default."""
 
@@ -612,9 +635,13 @@ def trial_main(spec: TrialSpec, result_path: str) -> int:
     return 0
 
 
+def _rss_bytes(ru_maxrss: int) -> int:
+    """``ru_maxrss`` in bytes (kilobytes on Linux, bytes on macOS)."""
+    return ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
 def _maxrss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (
-        1 if sys.platform == "darwin" else 1024)
+    return _rss_bytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def own_peak_rss() -> int:
@@ -634,7 +661,7 @@ def own_peak_rss() -> int:
 def child_peak_rss(rusage, parent_peak: int) -> int | None:
     """A waited-for child's peak RSS from ``wait4``, or None when it cannot be told from the
     parent's (``ru_maxrss`` starts at the parent's peak, see :func:`own_peak_rss`)."""
-    peak = rusage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    peak = _rss_bytes(rusage.ru_maxrss)
     return peak if peak > parent_peak else None
 
 
